@@ -1,0 +1,1 @@
+"""user-service: users and their orders over HTTP, on aiohttp and MongoDB."""

@@ -1,0 +1,67 @@
+"""Command line: `python -m service` serves; `python -m service seed ...` loads demo data."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from service.app import create_app, settings_or_exit
+from service.config import Settings
+from service.db import Mongo
+from service.logs import configure_logging
+from service.seed import seed
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="user-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve HTTP on HOST:PORT (the default)")
+    seeding = commands.add_parser("seed", help="insert demo users and orders (idempotent)")
+    seeding.add_argument("--users", type=int, default=100, metavar="N")
+    seeding.add_argument("--orders-per-user", type=int, default=5, metavar="M")
+    seeding.add_argument(
+        "--if-empty", action="store_true", help="do nothing when the users collection has data"
+    )
+    return parser
+
+
+async def _seed(settings: Settings, users: int, orders_per_user: int, if_empty: bool) -> int:
+    mongo = Mongo(settings.mongo)
+    try:
+        if if_empty and await mongo.users.estimated_document_count() > 0:
+            print("seed: users already present, nothing to do")
+            return 0
+        result = await seed(mongo, users, orders_per_user)
+    finally:
+        mongo.close()
+    print(
+        f"seed: inserted {result.users_inserted} users and {result.orders_inserted} orders "
+        f"(asked for {users} users x {orders_per_user} orders; the rest were already there)"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = settings_or_exit()
+    if args.command == "seed":
+        if args.users < 0 or args.orders_per_user < 0:
+            print("seed: --users and --orders-per-user must be >= 0", file=sys.stderr)
+            return 2
+        configure_logging(settings.log)
+        return asyncio.run(_seed(settings, args.users, args.orders_per_user, args.if_empty))
+    web.run_app(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        print=None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

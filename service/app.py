@@ -1,0 +1,56 @@
+"""The application factory: the one place that wires settings, clients, middleware and routes.
+
+`adev runserver service/app.py`, gunicorn (`service.app:create_app()`), `python -m service`
+and the tests all build the app here. Nothing connects at import time: clients open in
+`cleanup_ctx` generators when the app starts and close when it stops.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from service.config import SETTINGS, ConfigError, Settings, load_settings
+from service.db import MONGO, mongo_ctx
+from service.errors import error_middleware, request_id_middleware
+from service.lifecycle import LIFECYCLE, Lifecycle
+from service.logs import configure_logging
+from service.repository import REPOSITORY, Repository
+from service.routes import setup_routes
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def settings_or_exit() -> Settings:
+    """Load settings; on a bad value print its one-line reason and exit 2, no traceback."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"user-service: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def repository_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[REPOSITORY] = Repository(app[MONGO])
+    yield
+
+
+async def _mark_shutting_down(app: web.Application) -> None:
+    app[LIFECYCLE].shutting_down = True
+
+
+def create_app(settings: Settings | None = None) -> web.Application:
+    settings = settings or settings_or_exit()
+    configure_logging(settings.log)
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[request_id_middleware, error_middleware],
+    )
+    app[SETTINGS] = settings
+    app[LIFECYCLE] = Lifecycle()
+    app.cleanup_ctx.extend([mongo_ctx, repository_ctx])
+    app.on_shutdown.append(_mark_shutting_down)
+    setup_routes(app)
+    return app

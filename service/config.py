@@ -1,0 +1,225 @@
+"""Settings: TOML files in config/ plus environment variables, validated once into frozen data.
+
+The rest of the service receives a `Settings` and never reads `os.environ`: that keeps
+tests, gunicorn workers and `adev runserver` reading the same, checked values.
+Order of precedence: config/default.toml < config/<SERVICE_ENV>.toml < environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit, urlunsplit
+
+from aiohttp import web
+
+ENVIRONMENTS = ("development", "test", "production")
+CacheBackend = Literal["memory", "redis", "none"]
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line naming the key."""
+
+
+def _key(env: str | None = None, *, low: float | None = None, high: float | None = None) -> Any:
+    """Declare a setting: the environment variable that overrides it and its allowed range."""
+    return field(metadata={"env": env, "low": low, "high": high})
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = _key("HOST")
+    port: int = _key("PORT", low=1, high=65535)
+
+
+@dataclass(frozen=True, slots=True)
+class MongoSettings:
+    url: str = _key("MONGO_URL")
+    database: str = _key("MONGO_DB")
+    app_name: str = _key()
+    max_pool_size: int = _key(low=1, high=10_000)
+    min_pool_size: int = _key(low=0, high=10_000)
+    server_selection_timeout_ms: int = _key(low=1, high=600_000)
+    connect_timeout_ms: int = _key(low=1, high=600_000)
+    socket_timeout_ms: int = _key(low=1, high=600_000)
+    heartbeat_frequency_ms: int = _key(low=500, high=600_000)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    backend: CacheBackend = _key("CACHE_BACKEND")
+    redis_url: str = _key("REDIS_URL")
+    ttl_seconds: int = _key("CACHE_TTL_SECONDS", low=1, high=86_400)
+    timeout_ms: int = _key(low=1, high=10_000)
+    namespace: str = _key("CACHE_NAMESPACE")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    ready_timeout_seconds: float = _key(low=0.01, high=60)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: LogLevel = _key("LOG_LEVEL")
+    format: LogFormat = _key("LOG_FORMAT")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    environment: str
+    server: ServerSettings
+    mongo: MongoSettings
+    cache: CacheSettings
+    health: HealthSettings
+    log: LogSettings
+
+
+SETTINGS = web.AppKey("settings", Settings)
+
+
+def default_config_dir() -> Path:
+    """config/ beside the package in a checkout; SERVICE_CONFIG_DIR elsewhere (the image)."""
+    return Path(__file__).resolve().parents[1] / "config"
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_dir: Path | None = None
+) -> Settings:
+    """Read, merge and validate every setting, or raise ConfigError naming the bad one."""
+    env = dict(os.environ if environ is None else environ)
+    environment = env.get("SERVICE_ENV", "development")
+    if environment not in ENVIRONMENTS:
+        raise ConfigError(
+            f"SERVICE_ENV: expected one of {', '.join(ENVIRONMENTS)}, got {environment!r}"
+        )
+    directory = Path(env["SERVICE_CONFIG_DIR"]) if "SERVICE_CONFIG_DIR" in env else None
+    directory = directory or config_dir or default_config_dir()
+    merged: dict[str, dict[str, Any]] = {}
+    for name in ("default.toml", f"{environment}.toml"):
+        path = directory / name
+        if name == "default.toml" and not path.is_file():
+            raise ConfigError(f"SERVICE_CONFIG_DIR: no default.toml in {directory}")
+        if path.is_file():
+            _merge(merged, _read_toml(path), path)
+    sections = {
+        name: _build_section(name, cls, merged.get(name, {}), env)
+        for name, cls in _section_types().items()
+    }
+    return Settings(environment=environment, **sections)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _section_types() -> dict[str, type]:
+    hints = get_type_hints(Settings)
+    return {name: kind for name, kind in hints.items() if name != "environment"}
+
+
+def _merge(target: dict[str, dict[str, Any]], data: dict[str, Any], path: Path) -> None:
+    """Fold one file into the merged settings, refusing keys no dataclass declares."""
+    sections = _section_types()
+    for section, values in data.items():
+        if section not in sections or not isinstance(values, dict):
+            raise ConfigError(f"{path}: unknown section [{section}]")
+        known = {f.name for f in dataclasses.fields(sections[section])}
+        for key in values:
+            if key not in known:
+                expected = ", ".join(sorted(known))
+                raise ConfigError(
+                    f"{path}: unknown key {section}.{key} (expected one of {expected})"
+                )
+        target.setdefault(section, {}).update(values)
+
+
+def _build_section(section: str, cls: type, values: dict[str, Any], env: Mapping[str, str]) -> Any:
+    hints = get_type_hints(cls)
+    built: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        env_name = f.metadata.get("env")
+        name = f"{section}.{f.name}"
+        if env_name and env_name in env:
+            label, raw, from_env = env_name, env[env_name], True
+        elif f.name in values:
+            label, raw, from_env = name, values[f.name], False
+        else:
+            raise ConfigError(f"{name}: missing (set it in config/default.toml)")
+        built[f.name] = _coerce(label, hints[f.name], raw, from_env, f.metadata)
+    return cls(**built)
+
+
+def _coerce(label: str, kind: Any, raw: Any, from_env: bool, meta: Mapping[str, Any]) -> Any:
+    """Turn one raw value into its declared type, or raise ConfigError saying what was expected."""
+    if get_origin(kind) is Literal:
+        choices = get_args(kind)
+        value = raw.strip() if isinstance(raw, str) else raw
+        if isinstance(value, str) and label.endswith(("LOG_LEVEL", "log.level")):
+            value = value.upper()
+        if value not in choices:
+            raise ConfigError(f"{label}: expected one of {', '.join(choices)}, got {raw!r}")
+        return value
+    if kind is bool:
+        return _coerce_bool(label, raw)
+    if kind in (int, float):
+        value = _coerce_number(label, kind, raw, from_env)
+        low, high = meta.get("low"), meta.get("high")
+        if (low is not None and value < low) or (high is not None and value > high):
+            noun = "an integer" if kind is int else "a number"
+            raise ConfigError(f"{label}: expected {noun} from {low:g} to {high:g}, got {raw!r}")
+        return value
+    if kind is str:
+        if not isinstance(raw, str) or not raw.strip():
+            raise ConfigError(f"{label}: expected a non-empty string, got {raw!r}")
+        return raw.strip()
+    raise ConfigError(f"{label}: unsupported type {kind!r}")  # pragma: no cover
+
+
+def _coerce_number(label: str, kind: type, raw: Any, from_env: bool) -> int | float:
+    noun = "an integer" if kind is int else "a number"
+    if not from_env:
+        # TOML has real numbers: a quoted "80" or a float where an int belongs is a mistake.
+        valid = isinstance(raw, int) if kind is int else isinstance(raw, int | float)
+        if isinstance(raw, bool) or not valid:
+            raise ConfigError(f"{label}: expected {noun}, got {raw!r}")
+        return kind(raw)  # type: ignore[no-any-return]
+    try:
+        return kind(str(raw).strip())  # type: ignore[no-any-return]
+    except ValueError:
+        raise ConfigError(f"{label}: expected {noun}, got {raw!r}") from None
+
+
+def _coerce_bool(label: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{label}: expected true or false, got {raw!r}")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for logs and health output."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if user else f"***@{host}"))

@@ -1,0 +1,155 @@
+"""The MongoDB driver (Motor today): client lifecycle, collections, indexes.
+
+Motor is deprecated upstream in favour of PyMongo's async API. Every driver-specific line
+lives here, so swapping the driver means changing this module alone: the rest of the
+service sees `Mongo`, its collections' find/insert/update calls (the same in both
+drivers) and the error classes re-exported below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from aiohttp import web
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.errors import (
+    AutoReconnect,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    NetworkTimeout,
+    NotPrimaryError,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+)
+from pymongo.monitoring import CommandListener
+
+from service.config import SETTINGS, MongoSettings, redact_url
+
+__all__ = [
+    "MONGO",
+    "MONGO_LISTENERS",
+    "AutoReconnect",
+    "Collection",
+    "CommandListener",
+    "ConnectionFailure",
+    "Document",
+    "DuplicateKeyError",
+    "ExecutionTimeout",
+    "Mongo",
+    "NetworkTimeout",
+    "NotPrimaryError",
+    "OperationFailure",
+    "PyMongoError",
+    "ServerSelectionTimeoutError",
+    "WriteConcernError",
+    "mongo_ctx",
+]
+
+log = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+Collection = AsyncIOMotorCollection[Document]
+
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+_INDEXES: dict[str, list[IndexModel]] = {
+    "users": [IndexModel([("email", ASCENDING)], unique=True, name="email_unique")],
+    "orders": [
+        IndexModel(
+            [("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
+            name="user_newest_first",
+        )
+    ],
+    "idempotency": [
+        IndexModel(
+            [("created_at", ASCENDING)],
+            expireAfterSeconds=IDEMPOTENCY_TTL_SECONDS,
+            name="expire_after_24h",
+        )
+    ],
+}
+
+
+class Mongo:
+    """One client and the collections the repository uses."""
+
+    def __init__(self, settings: MongoSettings, listeners: Sequence[CommandListener] = ()) -> None:
+        self.settings = settings
+        # Creating the client does no I/O: start-up never waits for the database.
+        # The driver's own retries are off: service.retry is the one retry policy, and a
+        # retry it cannot see would double the waits it budgets for.
+        self.client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(
+            settings.url,
+            appname=settings.app_name,
+            maxPoolSize=settings.max_pool_size,
+            minPoolSize=settings.min_pool_size,
+            serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
+            connectTimeoutMS=settings.connect_timeout_ms,
+            socketTimeoutMS=settings.socket_timeout_ms,
+            heartbeatFrequencyMS=settings.heartbeat_frequency_ms,
+            # Polling notices a recovered server within one heartbeat; the streaming
+            # monitor can sit on a stale "unknown" for a whole heartbeat period.
+            serverMonitoringMode="poll",
+            retryReads=False,
+            retryWrites=False,
+            tz_aware=True,
+            event_listeners=list(listeners),
+        )
+        database = self.client[settings.database]
+        self.users: Collection = database["users"]
+        self.orders: Collection = database["orders"]
+        self.idempotency: Collection = database["idempotency"]
+        self.indexes_ready = False
+
+    async def ping(self) -> None:
+        await self.client.admin.command("ping")
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes the service relies on; creating an existing index is a no-op."""
+        database = self.client[self.settings.database]
+        for name, models in _INDEXES.items():
+            await database[name].create_indexes(models)
+        self.indexes_ready = True
+
+    async def ensure_indexes_until_done(self, first_delay: float = 0.5, cap: float = 10.0) -> None:
+        """Retry index creation in the background until the database lets us."""
+        delay = first_delay
+        while True:
+            try:
+                await self.ensure_indexes()
+            except PyMongoError as exc:
+                log.warning(
+                    "index creation failed (%s); retrying in %.1fs", type(exc).__name__, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(cap, delay * 2)
+            else:
+                log.info("indexes ready on %s", redact_url(self.settings.url))
+                return
+
+    def close(self) -> None:
+        self.client.close()
+
+
+MONGO = web.AppKey("mongo", Mongo)
+MONGO_LISTENERS = web.AppKey("mongo_listeners", list[CommandListener])
+
+
+async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: open the client, build indexes in the background, close on shutdown."""
+    listeners: list[CommandListener] = app.get(MONGO_LISTENERS, [])
+    mongo = Mongo(app[SETTINGS].mongo, listeners)
+    app[MONGO] = mongo
+    indexer = asyncio.create_task(mongo.ensure_indexes_until_done(), name="ensure-indexes")
+    yield
+    indexer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await indexer
+    mongo.close()

@@ -1,0 +1,39 @@
+"""Kubernetes probes: liveness does no I/O; readiness asks the database, within a bound."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from service.config import SETTINGS
+from service.db import MONGO, PyMongoError
+from service.errors import problem_response
+from service.lifecycle import LIFECYCLE
+from service.responses import json_response
+
+
+async def live(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """200 when this instance should get traffic; 503 naming what is missing otherwise."""
+    if request.app[LIFECYCLE].shutting_down:
+        return _not_ready("shutting down")
+    mongo = request.app[MONGO]
+    timeout = request.app[SETTINGS].health.ready_timeout_seconds
+    try:
+        await asyncio.wait_for(mongo.ping(), timeout)
+    except TimeoutError:
+        return _not_ready(f"mongodb: no answer within {timeout:g}s")
+    except PyMongoError as exc:
+        # The class name says what kind of failure it was without echoing hosts or credentials.
+        return _not_ready(f"mongodb: unreachable ({type(exc).__name__})")
+    if not mongo.indexes_ready:
+        return _not_ready("mongodb: indexes not yet created")
+    return json_response({"status": "ok", "checks": {"mongodb": "ok"}})
+
+
+def _not_ready(reason: str) -> web.Response:
+    return problem_response(503, f"Not ready: {reason}.", headers={"Retry-After": "1"})

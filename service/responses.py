@@ -1,0 +1,31 @@
+"""JSON rendering shared by handlers and the error middleware: encode once, with orjson."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+JSON = "application/json"
+PROBLEM_JSON = "application/problem+json"
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return raw_json_response(orjson.dumps(data), status=status, headers=headers)
+
+
+def raw_json_response(
+    body: bytes,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    content_type: str = JSON,
+) -> web.Response:
+    """A response from bytes that are already JSON (a cached body is served as-is)."""
+    response = web.Response(body=body, status=status, headers=headers)
+    response.content_type = content_type
+    return response

@@ -1,0 +1,176 @@
+"""Session fixtures start the real servers; every test gets its own database name."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pymongo import monitoring
+
+from service.app import create_app
+from service.config import Settings, load_settings
+from service.db import MONGO, MONGO_LISTENERS, Mongo
+from tests.servers import MongoServer, RedisServer, in_ci, redis_server_binary
+
+AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, web.Application]]]
+Client = TestClient[Any, web.Application]
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
+    server = MongoServer(tmp_path_factory.mktemp("secantus"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _require_redis() -> None:
+    if redis_server_binary() is None:
+        message = "redis-server is not installed: `sudo apt-get install redis-server`"
+        if in_ci():
+            pytest.fail(f"{message} (CI must not skip it)")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    _require_redis()
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_mongo_server(tmp_path: Path) -> Iterator[MongoServer]:
+    """A server this test alone may stop and restart."""
+    server = MongoServer(tmp_path / "secantus")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def test_env(mongo_server: MongoServer) -> dict[str, str]:
+    """The environment a test service starts with; tests may add to it before `settings`."""
+    return {
+        "SERVICE_ENV": "test",
+        "MONGO_URL": mongo_server.url,
+        "MONGO_DB": f"t_{uuid.uuid4().hex[:16]}",
+    }
+
+
+@pytest.fixture
+def settings(test_env: dict[str, str]) -> Settings:
+    settings = load_settings(test_env)
+    # A per-test app name lets fail points target this test's client alone.
+    return dataclasses.replace(
+        settings, mongo=dataclasses.replace(settings.mongo, app_name=f"t-{uuid.uuid4().hex[:12]}")
+    )
+
+
+class CommandRecorder(monitoring.CommandListener):
+    """Driver command events for one database, in the order the driver reported them."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.events: list[tuple[str, str, int]] = []
+        self._lock = threading.Lock()
+
+    def _add(self, kind: str, name: str, request_id: int) -> None:
+        with self._lock:
+            self.events.append((kind, name, request_id))
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.database_name == self.database:
+            self._add("started", event.command_name, event.request_id)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.database_name == self.database:
+            self._add("succeeded", event.command_name, event.request_id)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        if event.database_name == self.database:
+            self._add("failed", event.command_name, event.request_id)
+
+    def started_names(self) -> list[str]:
+        with self._lock:
+            return [name for kind, name, _ in self.events if kind == "started"]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.events.clear()
+
+
+@pytest.fixture
+def recorder(settings: Settings) -> CommandRecorder:
+    return CommandRecorder(settings.mongo.database)
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll `check` until it holds; fail the test with a clear message if it never does."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def app(settings: Settings, recorder: CommandRecorder) -> web.Application:
+    app = create_app(settings)
+    listeners: list[monitoring.CommandListener] = [recorder]
+    app[MONGO_LISTENERS] = listeners
+    return app
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient, app: web.Application) -> Client:
+    """A test client on the real app, once its indexes exist (uniqueness depends on them)."""
+    client = await aiohttp_client(app)
+
+    async def indexes_ready() -> bool:
+        return app[MONGO].indexes_ready
+
+    await wait_until(indexes_ready)
+    return client
+
+
+@pytest.fixture
+async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
+    """Direct database access for arranging data and asserting what was (not) written."""
+    mongo = Mongo(dataclasses.replace(settings.mongo, app_name="tests-direct"))
+    yield mongo
+    await mongo.client.drop_database(settings.mongo.database)
+    mongo.close()
+
+
+class FailPoint:
+    """Arms SecantusDB's `failCommand` for one test and always switches it off afterwards."""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self._mongo = mongo
+
+    async def arm(self, mode: str | dict[str, int], **data: Any) -> None:
+        await self._mongo.client.admin.command(
+            {"configureFailPoint": "failCommand", "mode": mode, "data": data}
+        )
+
+    async def off(self) -> None:
+        await self._mongo.client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+
+
+@pytest.fixture
+async def fail_point(mongo: Mongo) -> AsyncIterator[FailPoint]:
+    point = FailPoint(mongo)
+    yield point
+    await point.off()

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.config import ConfigError, default_config_dir, load_settings, redact_url
+
+
+def test_defaults_merge_environment_file_and_variables() -> None:
+    settings = load_settings({"SERVICE_ENV": "production", "PORT": "9000"})
+    assert settings.environment == "production"
+    assert settings.server.port == 9000  # environment beats production.toml's 8000
+    assert settings.server.host == "0.0.0.0"  # production.toml beats default.toml
+    assert settings.cache.backend == "redis"
+    assert settings.log.format == "json"
+    assert settings.mongo.max_pool_size == 100  # only default.toml sets it
+
+
+def test_development_is_the_default_environment() -> None:
+    assert load_settings({}).environment == "development"
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings({})
+    with pytest.raises(AttributeError):
+        settings.server.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORT": "abc"}, "PORT: expected an integer, got 'abc'"),
+        ({"PORT": "70000"}, "PORT: expected an integer from 1 to 65535, got '70000'"),
+        ({"CACHE_BACKEND": "foo"}, "CACHE_BACKEND: expected one of memory, redis, none, got 'foo'"),
+        ({"SERVICE_ENV": "staging"}, "SERVICE_ENV: expected one of development, test, production"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL: expected one of DEBUG, INFO, WARNING, ERROR"),
+        ({"MONGO_URL": "  "}, "MONGO_URL: expected a non-empty string"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_expected_form(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert str(caught.value).startswith(message)
+
+
+def _config_dir_with(tmp_path: Path, extra: str) -> Path:
+    (tmp_path / "default.toml").write_text((default_config_dir() / "default.toml").read_text())
+    (tmp_path / "development.toml").write_text(extra)
+    return tmp_path
+
+
+def test_unknown_key_in_a_toml_file_is_refused(tmp_path: Path) -> None:
+    directory = _config_dir_with(tmp_path, "[mongo]\npool = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key mongo\.pool"):
+        load_settings({}, config_dir=directory)
+
+
+def test_unknown_section_and_wrong_toml_type_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown section \[mongodb\]"):
+        load_settings({}, config_dir=_config_dir_with(tmp_path, "[mongodb]\nurl = 'x'\n"))
+    with pytest.raises(ConfigError, match=r"server\.port: expected an integer"):
+        load_settings({}, config_dir=_config_dir_with(tmp_path, "[server]\nport = '80'\n"))
+
+
+def test_level_is_case_insensitive() -> None:
+    assert load_settings({"LOG_LEVEL": "debug"}).log.level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [({"PORT": "abc"}, "PORT"), ({"CACHE_BACKEND": "foo"}, "CACHE_BACKEND")],
+)
+def test_cli_exits_2_with_one_line_and_no_traceback(env: dict[str, str], key: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert key in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_redact_url_hides_passwords_only() -> None:
+    assert redact_url("mongodb://app:s3cret@db:27017/x") == "mongodb://app:***@db:27017/x"
+    assert redact_url("redis://:pw@cache:6379/0") == "redis://***@cache:6379/0"
+    assert redact_url("mongodb://db:27017") == "mongodb://db:27017"
