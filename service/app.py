@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from service.auth import TOKENS, TokenVerifier, auth_middleware
 from service.config import SETTINGS, ConfigError, Settings, load_settings
 from service.db import MONGO, mongo_ctx
 from service.errors import error_middleware, request_id_middleware
 from service.lifecycle import LIFECYCLE, Lifecycle
+from service.limits import IN_FLIGHT, InFlight, limits_middleware, parser_limits
 from service.logs import configure_logging
 from service.repository import REPOSITORY, Repository
 from service.routes import setup_routes
@@ -37,6 +39,11 @@ async def repository_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response, errors and 304s included: never let a browser sniff a content type."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+
+
 async def _mark_shutting_down(app: web.Application) -> None:
     app[LIFECYCLE].shutting_down = True
 
@@ -46,10 +53,14 @@ def create_app(settings: Settings | None = None) -> web.Application:
     configure_logging(settings.log)
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        middlewares=[request_id_middleware, error_middleware],
+        handler_args=parser_limits(settings.server),
+        middlewares=[request_id_middleware, error_middleware, limits_middleware, auth_middleware],
     )
     app[SETTINGS] = settings
     app[LIFECYCLE] = Lifecycle()
+    app[IN_FLIGHT] = InFlight(settings.server.max_in_flight)
+    app[TOKENS] = TokenVerifier(settings.auth)
+    app.on_response_prepare.append(_security_headers)
     app.cleanup_ctx.extend([mongo_ctx, repository_ctx])
     app.on_shutdown.append(_mark_shutting_down)
     setup_routes(app)

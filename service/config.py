@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,15 +29,25 @@ class ConfigError(Exception):
     """A setting is missing or malformed; the message is one line naming the key."""
 
 
-def _key(env: str | None = None, *, low: float | None = None, high: float | None = None) -> Any:
-    """Declare a setting: the environment variable that overrides it and its allowed range."""
-    return field(metadata={"env": env, "low": low, "high": high})
+def _key(
+    env: str | None = None,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    secret: bool = False,
+) -> Any:
+    """Declare a setting: the environment variable that overrides it, its allowed range,
+    and whether it is a secret (kept out of reprs, so logging settings cannot leak it)."""
+    return field(metadata={"env": env, "low": low, "high": high}, repr=not secret)
 
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     host: str = _key("HOST")
     port: int = _key("PORT", low=1, high=65535)
+    max_in_flight: int = _key("MAX_IN_FLIGHT", low=1, high=100_000)
+    max_request_line_bytes: int = _key(low=256, high=65_536)
+    max_header_bytes: int = _key(low=1024, high=65_536)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,18 @@ class HealthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    tokens: tuple[str, ...] = _key("API_TOKENS", secret=True)
+    token_sha256: tuple[str, ...] = _key(secret=True)
+    reads: bool = _key("AUTH_READS")
+    disabled: bool = _key("AUTH_DISABLED")
+
+    @property
+    def configured(self) -> bool:
+        return not self.disabled and bool(self.tokens or self.token_sha256)
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: LogLevel = _key("LOG_LEVEL")
     format: LogFormat = _key("LOG_FORMAT")
@@ -79,6 +102,7 @@ class Settings:
     mongo: MongoSettings
     cache: CacheSettings
     health: HealthSettings
+    auth: AuthSettings
     log: LogSettings
 
 
@@ -113,7 +137,44 @@ def load_settings(
         name: _build_section(name, cls, merged.get(name, {}), env)
         for name, cls in _section_types().items()
     }
-    return Settings(environment=environment, **sections)
+    settings = Settings(environment=environment, **sections)
+    _check_tokens(settings.auth)
+    if environment == "production":
+        _check_production(settings, env)
+    return settings
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}(:read)?")
+_TOKEN_DIGEST = re.compile(r"[0-9a-f]{64}(:read)?")
+
+
+def _check_tokens(auth: AuthSettings) -> None:
+    """Tokens are RFC 6750 bearer strings of 16+ characters, optionally suffixed `:read`."""
+    for token in auth.tokens:
+        if not _TOKEN.fullmatch(token):
+            raise ConfigError(
+                "API_TOKENS: expected comma-separated tokens of 16-512 characters from "
+                "[A-Za-z0-9._~+/=-], each optionally ending in ':read' (value not shown)"
+            )
+    for digest in auth.token_sha256:
+        if not _TOKEN_DIGEST.fullmatch(digest):
+            raise ConfigError(
+                "auth.token_sha256: expected 64 lower-case hex digits (SHA-256 of a token), "
+                "optionally ending in ':read'"
+            )
+
+
+def _check_production(settings: Settings, env: Mapping[str, str]) -> None:
+    """Refuse the settings that are fine on a laptop and wrong in production."""
+    if "MONGO_URL" not in env:
+        raise ConfigError("MONGO_URL: production needs it set explicitly (a mongodb:// URL)")
+    if settings.cache.backend == "redis" and "REDIS_URL" not in env:
+        raise ConfigError("REDIS_URL: production with CACHE_BACKEND=redis needs it set explicitly")
+    if not settings.auth.configured and not settings.auth.disabled:
+        raise ConfigError(
+            "API_TOKENS: production needs at least one write token "
+            "(or AUTH_DISABLED=true to run without authentication on purpose)"
+        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -171,6 +232,8 @@ def _coerce(label: str, kind: Any, raw: Any, from_env: bool, meta: Mapping[str, 
         if value not in choices:
             raise ConfigError(f"{label}: expected one of {', '.join(choices)}, got {raw!r}")
         return value
+    if get_origin(kind) is tuple:
+        return _coerce_strings(label, raw, from_env)
     if kind is bool:
         return _coerce_bool(label, raw)
     if kind in (int, float):
@@ -199,6 +262,19 @@ def _coerce_number(label: str, kind: type, raw: Any, from_env: bool) -> int | fl
         return kind(str(raw).strip())  # type: ignore[no-any-return]
     except ValueError:
         raise ConfigError(f"{label}: expected {noun}, got {raw!r}") from None
+
+
+def _coerce_strings(label: str, raw: Any, from_env: bool) -> tuple[str, ...]:
+    """A list in TOML, a comma-separated string in the environment."""
+    if from_env and isinstance(raw, str):
+        items: list[Any] = raw.split(",")
+    elif isinstance(raw, list):
+        items = raw
+    else:
+        raise ConfigError(f"{label}: expected a list of strings")
+    if not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{label}: expected a list of strings")
+    return tuple(item.strip() for item in items if item.strip())
 
 
 def _coerce_bool(label: str, raw: Any) -> bool:

@@ -53,6 +53,14 @@ class InvalidInput(ServiceError):
     slug = "/problems/invalid-input"
 
 
+class Unauthorized(ServiceError):
+    status = 401
+
+
+class Forbidden(ServiceError):
+    status = 403
+
+
 class NotFound(ServiceError):
     status = 404
 
@@ -68,6 +76,14 @@ class PreconditionFailed(ServiceError):
 
 class UnsupportedMediaType(ServiceError):
     status = 415
+
+
+class UriTooLong(ServiceError):
+    status = 414
+
+
+class HeadersTooLarge(ServiceError):
+    status = 431
 
 
 class Unprocessable(ServiceError):

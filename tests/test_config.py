@@ -9,9 +9,16 @@ import pytest
 
 from service.config import ConfigError, default_config_dir, load_settings, redact_url
 
+PRODUCTION = {
+    "SERVICE_ENV": "production",
+    "MONGO_URL": "mongodb://db:27017/?replicaSet=rs0",
+    "REDIS_URL": "redis://cache:6379/0",
+    "API_TOKENS": "a-long-enough-write-token,another-token-0123:read",
+}
+
 
 def test_defaults_merge_environment_file_and_variables() -> None:
-    settings = load_settings({"SERVICE_ENV": "production", "PORT": "9000"})
+    settings = load_settings({**PRODUCTION, "PORT": "9000"})
     assert settings.environment == "production"
     assert settings.server.port == 9000  # environment beats production.toml's 8000
     assert settings.server.host == "0.0.0.0"  # production.toml beats default.toml
@@ -94,3 +101,34 @@ def test_redact_url_hides_passwords_only() -> None:
     assert redact_url("mongodb://app:s3cret@db:27017/x") == "mongodb://app:***@db:27017/x"
     assert redact_url("redis://:pw@cache:6379/0") == "redis://***@cache:6379/0"
     assert redact_url("mongodb://db:27017") == "mongodb://db:27017"
+
+
+@pytest.mark.parametrize(
+    ("missing", "key"),
+    [("MONGO_URL", "MONGO_URL"), ("REDIS_URL", "REDIS_URL"), ("API_TOKENS", "API_TOKENS")],
+)
+def test_production_refuses_unsafe_settings(missing: str, key: str) -> None:
+    env = {name: value for name, value in PRODUCTION.items() if name != missing}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert str(caught.value).startswith(f"{key}: production")
+
+
+def test_production_may_run_without_tokens_only_when_said_explicitly() -> None:
+    env = {name: value for name, value in PRODUCTION.items() if name != "API_TOKENS"}
+    settings = load_settings({**env, "AUTH_DISABLED": "true"})
+    assert not settings.auth.configured
+
+
+def test_tokens_parse_and_never_show_in_reprs() -> None:
+    settings = load_settings(PRODUCTION)
+    assert settings.auth.tokens == ("a-long-enough-write-token", "another-token-0123:read")
+    assert "a-long-enough-write-token" not in repr(settings)
+
+
+@pytest.mark.parametrize("tokens", ["short", "has space in it 1234", "x" * 20 + ":admin"])
+def test_malformed_tokens_are_refused_without_echoing_them(tokens: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"API_TOKENS": tokens})
+    assert str(caught.value).startswith("API_TOKENS: expected")
+    assert tokens not in str(caught.value)
