@@ -10,17 +10,20 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 
+import orjson
 from aiohttp import web
 
 from service.auth import TOKENS, TokenVerifier, auth_middleware
 from service.config import SETTINGS, ConfigError, Settings, load_settings
 from service.db import MONGO, mongo_ctx
 from service.errors import error_middleware, request_id_middleware
+from service.handlers.openapi import OPENAPI_DOCUMENT
 from service.lifecycle import LIFECYCLE, Lifecycle
 from service.limits import IN_FLIGHT, InFlight, limits_middleware, parser_limits
 from service.logs import configure_logging
+from service.openapi import build_document
 from service.repository import REPOSITORY, Repository
-from service.routes import setup_routes
+from service.routes import ENDPOINTS, setup_routes
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -63,5 +66,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.on_response_prepare.append(_security_headers)
     app.cleanup_ctx.extend([mongo_ctx, repository_ctx])
     app.on_shutdown.append(_mark_shutting_down)
+    app[OPENAPI_DOCUMENT] = orjson.dumps(build_document(ENDPOINTS))
     setup_routes(app)
     return app

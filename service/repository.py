@@ -1,21 +1,35 @@
-"""Queries on users and orders: documents in, plain JSON-ready data out.
+"""Queries on users and orders, and the use cases that span them.
 
-Nothing here knows about HTTP; nothing above here knows about BSON or the driver.
+Documents in, plain JSON-ready data out: nothing here knows about HTTP, and nothing above
+here knows about BSON or the driver. Every user document carries a `version`, bumped by
+each write that changes what `GET /users/{user_id}` shows (a PATCH, a new order); the
+aggregate's ETag is derived from it, which makes `If-Match` one conditional update.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
-from service.db import Document, Mongo
-from service.errors import NotFound
+from service.db import Document, DuplicateKeyError, Mongo
+from service.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from service.idempotency import IdempotencyStore
+from service.ids import new_id
+from service.schemas import OrderCreate, UserCreate, UserPatch
 
 ORDER_HISTORY_LIMIT = 100
+REPRESENTATION = "1"  # bump when a response shape changes: old ETags then stop matching
 Plain = dict[str, Any]
+_HIDDEN_FIELDS = frozenset({"_id", "version"})
 
 
 def format_time(value: datetime) -> str:
@@ -23,61 +37,315 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def now() -> datetime:
+    """The current time at the millisecond precision BSON keeps, so responses match storage."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def to_plain(document: Document) -> Plain:
-    """`_id` becomes `id`, datetimes become RFC 3339 strings, other values pass through."""
+    """`_id` becomes `id`, datetimes become RFC 3339 strings; bookkeeping fields stay inside."""
     plain: Plain = {"id": str(document["_id"])}
     for key, value in document.items():
-        if key == "_id":
+        if key in _HIDDEN_FIELDS:
             continue
         plain[key] = format_time(value) if isinstance(value, datetime) else value
     return plain
 
 
-def user_to_plain(document: Document) -> Plain:
-    return to_plain(document)
+def user_etag(version: int) -> str:
+    return f'"u{REPRESENTATION}-{version}"'
 
 
-def order_to_plain(document: Document) -> Plain:
-    return to_plain(document)
+def order_etag(order_id: str) -> str:
+    """Orders never change once written, so their id is a strong validator."""
+    return f'"o{REPRESENTATION}-{order_id}"'
+
+
+def versions_matching(if_match: Sequence[str]) -> list[int] | None:
+    """The user versions an If-Match list accepts; None for `*` (any current version)."""
+    if "*" in if_match:
+        return None
+    prefix = f'"u{REPRESENTATION}-'
+    versions = []
+    for tag in if_match:
+        if tag.startswith(prefix) and tag.endswith('"') and tag[len(prefix) : -1].isdigit():
+            versions.append(int(tag[len(prefix) : -1]))
+    return versions
+
+
+# --- cursors -------------------------------------------------------------------------
+# A cursor is base64url(JSON position) + "." + a MAC: opaque to clients, and any change to
+# it is detected and answered 400. It is an integrity check, not a secret.
+_CURSOR_KEY = b"user-service cursor v1"
+
+
+def encode_cursor(position: dict[str, Any]) -> str:
+    payload = base64.urlsafe_b64encode(msgspec.json.encode(position)).rstrip(b"=")
+    mac = hmac.new(_CURSOR_KEY, payload, hashlib.sha256).digest()[:12]
+    return f"{payload.decode()}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+def decode_cursor(cursor: str, keys: frozenset[str]) -> dict[str, Any]:
+    bad = InvalidInput(
+        "The `after` cursor is not valid.",
+        errors=[{"pointer": "after", "detail": "tampered or malformed"}],
+    )
+    payload, _, mac = cursor.partition(".")
+    try:
+        expected = hmac.new(_CURSOR_KEY, payload.encode("ascii"), hashlib.sha256).digest()[:12]
+        given = base64.urlsafe_b64decode(mac + "=" * (-len(mac) % 4))
+        if not hmac.compare_digest(expected, given):
+            raise bad
+        position = msgspec.json.decode(
+            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        )
+    except (ValueError, msgspec.DecodeError):
+        raise bad from None
+    if not isinstance(position, dict) or set(position) != keys:
+        raise bad
+    return position
+
+
+# --- collections ---------------------------------------------------------------------
 
 
 class UsersRepository:
     def __init__(self, mongo: Mongo) -> None:
         self._mongo = mongo
 
-    async def find(self, user_id: str) -> Plain | None:
-        document = await self._mongo.users.find_one({"_id": user_id})
-        return None if document is None else user_to_plain(document)
+    async def find_document(self, user_id: str) -> Document | None:
+        return await self._mongo.users.find_one({"_id": user_id})
+
+    async def exists(self, user_id: str) -> bool:
+        return await self._mongo.users.find_one({"_id": user_id}, {"_id": 1}) is not None
+
+    async def insert(self, document: Document) -> None:
+        try:
+            await self._mongo.users.insert_one(document)
+        except DuplicateKeyError as exc:
+            if "email" in str(exc.details or {}).lower():
+                raise Conflict("A user with this email already exists.") from None
+            raise
+
+    async def page(self, limit: int, after_id: str | None) -> list[Document]:
+        query: Document = {} if after_id is None else {"_id": {"$gt": after_id}}
+        cursor = self._mongo.users.find(query).sort("_id", 1).limit(limit)
+        return await cursor.to_list(length=limit)
+
+    async def update(
+        self, user_id: str, changes: Document, versions: list[int] | None
+    ) -> Document | None:
+        """Apply `changes` if the user exists (at one of `versions`, when given)."""
+        query: Document = {"_id": user_id}
+        if versions is not None:
+            query["version"] = {"$in": versions}
+        try:
+            return await self._mongo.users.find_one_and_update(
+                query,
+                {"$set": changes, "$inc": {"version": 1}},
+                return_document=True,
+            )
+        except DuplicateKeyError:
+            raise Conflict("A user with this email already exists.") from None
+
+    async def bump_version(self, user_id: str) -> bool:
+        result = await self._mongo.users.update_one({"_id": user_id}, {"$inc": {"version": 1}})
+        return result.matched_count == 1
+
+    async def delete(self, user_id: str, versions: list[int] | None) -> bool:
+        query: Document = {"_id": user_id}
+        if versions is not None:
+            query["version"] = {"$in": versions}
+        result = await self._mongo.users.delete_one(query)
+        return result.deleted_count == 1
 
 
 class OrdersRepository:
     def __init__(self, mongo: Mongo) -> None:
         self._mongo = mongo
 
-    async def newest_for_user(self, user_id: str, limit: int = ORDER_HISTORY_LIMIT) -> list[Plain]:
-        cursor = (
-            self._mongo.orders.find({"user_id": user_id})
-            .sort([("created_at", -1), ("_id", -1)])
-            .limit(limit)
-        )
-        return [order_to_plain(document) for document in await cursor.to_list(length=limit)]
+    async def newest_for_user(
+        self,
+        user_id: str,
+        limit: int = ORDER_HISTORY_LIMIT,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Document]:
+        query: Document = {"user_id": user_id}
+        if after is not None:
+            created, order_id = after
+            query["$or"] = [
+                {"created_at": {"$lt": created}},
+                {"created_at": created, "_id": {"$lt": order_id}},
+            ]
+        cursor = self._mongo.orders.find(query).sort([("created_at", -1), ("_id", -1)]).limit(limit)
+        return await cursor.to_list(length=limit)
+
+    async def find(self, order_id: str) -> Document | None:
+        return await self._mongo.orders.find_one({"_id": order_id})
+
+    async def insert(self, document: Document) -> None:
+        await self._mongo.orders.insert_one(document)
+
+    async def delete(self, order_id: str) -> None:
+        await self._mongo.orders.delete_one({"_id": order_id})
+
+    async def delete_for_user(self, user_id: str) -> int:
+        result = await self._mongo.orders.delete_many({"user_id": user_id})
+        return int(result.deleted_count)
+
+
+# --- use cases -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """A representation and its strong ETag."""
+
+    data: Plain
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Plain]
+    next: str | None
 
 
 class Repository:
-    """The handlers' single entry point: the use cases that span both collections."""
+    """The handlers' single entry point: the use cases and the business rules behind them."""
 
     def __init__(self, mongo: Mongo) -> None:
         self.users = UsersRepository(mongo)
         self.orders = OrdersRepository(mongo)
+        self.idempotency = IdempotencyStore(mongo)
 
-    async def get_user_with_orders(self, user_id: str) -> Plain:
+    async def get_user_with_orders(self, user_id: str) -> Versioned:
         """The user and their newest orders, both queries in flight at once."""
         user, orders = await asyncio.gather(
-            self.users.find(user_id), self.orders.newest_for_user(user_id)
+            self.users.find_document(user_id), self.orders.newest_for_user(user_id)
         )
         if user is None:
             raise NotFound(f"No user with id {user_id!r}.")
-        return {"user": user, "orders": orders}
+        aggregate = {"user": to_plain(user), "orders": [to_plain(order) for order in orders]}
+        return Versioned(aggregate, user_etag(int(user.get("version", 0))))
+
+    async def create_user(self, data: UserCreate, idempotency_key: str | None) -> Plain:
+        async def create() -> Plain:
+            moment = now()
+            document = {
+                "_id": new_id(),
+                "name": data.name.strip(),
+                "email": data.email.lower(),
+                "created_at": moment,
+                "updated_at": moment,
+                "version": 0,
+            }
+            await self.users.insert(document)
+            return to_plain(document)
+
+        if idempotency_key is None:
+            return await create()
+        fingerprint = msgspec.json.encode(["POST /users", data], order="sorted")
+        return await self.idempotency.run(f"users:{idempotency_key}", fingerprint, create)
+
+    async def list_users(self, limit: int, after: str | None) -> Page:
+        after_id = None if after is None else str(decode_cursor(after, frozenset({"id"}))["id"])
+        documents = await self.users.page(limit + 1, after_id)
+        items = [to_plain(document) for document in documents[:limit]]
+        more = len(documents) > limit
+        return Page(items, encode_cursor({"id": items[-1]["id"]}) if more else None)
+
+    async def update_user(
+        self, user_id: str, patch: UserPatch, if_match: Sequence[str] | None
+    ) -> Versioned:
+        changes: Document = {}
+        if isinstance(patch.name, str):
+            changes["name"] = patch.name.strip()
+        if isinstance(patch.email, str):
+            changes["email"] = patch.email.lower()
+        if not changes:
+            raise InvalidInput(
+                "Send at least one of `name`, `email`.",
+                errors=[{"pointer": "", "detail": "empty patch"}],
+            )
+        changes["updated_at"] = now()
+        versions = None if if_match is None else versions_matching(if_match)
+        updated = await self.users.update(user_id, changes, versions)
+        if updated is None:
+            await self._explain_miss(user_id, if_match)
+        assert updated is not None
+        return Versioned(to_plain(updated), user_etag(int(updated["version"])))
+
+    async def delete_user(self, user_id: str, if_match: Sequence[str] | None) -> None:
+        """Delete the user, then their orders (a user's orders never outlive them)."""
+        versions = None if if_match is None else versions_matching(if_match)
+        if not await self.users.delete(user_id, versions):
+            await self._explain_miss(user_id, if_match)
+        await self.orders.delete_for_user(user_id)
+
+    async def _explain_miss(self, user_id: str, if_match: Sequence[str] | None) -> None:
+        """A conditional write matched nothing: the user is gone, or it changed meanwhile."""
+        if if_match is not None and await self.users.exists(user_id):
+            raise PreconditionFailed("The user has changed since the given ETag (If-Match).")
+        raise NotFound(f"No user with id {user_id!r}.")
+
+    async def create_order(
+        self, user_id: str, data: OrderCreate, idempotency_key: str | None
+    ) -> Plain:
+        async def create() -> Plain:
+            # Bumping the user's version both proves the user exists and retires the
+            # aggregate's ETag, which is about to change.
+            if not await self.users.bump_version(user_id):
+                raise NotFound(f"No user with id {user_id!r}.")
+            order_id = new_id()
+            document = {
+                "_id": order_id,
+                "user_id": user_id,
+                "amount": data.amount,
+                "currency": data.currency,
+                "items": [msgspec.structs.asdict(item) for item in data.items],
+                "created_at": now(),
+            }
+            await self.orders.insert(document)
+            if not await self.users.exists(user_id):
+                # The user was deleted while we wrote: do not leave an orphan behind.
+                await self.orders.delete(order_id)
+                raise NotFound(f"No user with id {user_id!r}.")
+            return to_plain(document)
+
+        if idempotency_key is None:
+            return await create()
+        fingerprint = msgspec.json.encode([f"POST /users/{user_id}/orders", data], order="sorted")
+        return await self.idempotency.run(
+            f"orders:{user_id}:{idempotency_key}", fingerprint, create
+        )
+
+    async def list_orders(self, user_id: str, limit: int, after: str | None) -> Page:
+        position = None
+        if after is not None:
+            raw = decode_cursor(after, frozenset({"t", "id"}))
+            if not isinstance(raw["t"], int) or not isinstance(raw["id"], str):
+                raise InvalidInput("The `after` cursor is not valid.")
+            position = (datetime.fromtimestamp(raw["t"] / 1000, UTC), raw["id"])
+        exists, documents = await asyncio.gather(
+            self.users.exists(user_id), self.orders.newest_for_user(user_id, limit + 1, position)
+        )
+        if not exists:
+            raise NotFound(f"No user with id {user_id!r}.")
+        shown = documents[:limit]
+        next_cursor = None
+        if len(documents) > limit:
+            last = shown[-1]
+            millis = int(last["created_at"].timestamp() * 1000)
+            next_cursor = encode_cursor({"t": millis, "id": last["_id"]})
+        return Page([to_plain(document) for document in shown], next_cursor)
+
+    async def get_order(self, order_id: str) -> Versioned:
+        document = await self.orders.find(order_id)
+        if document is None:
+            raise NotFound(f"No order with id {order_id!r}.")
+        return Versioned(to_plain(document), order_etag(order_id))
 
 
 REPOSITORY = web.AppKey("repository", Repository)

@@ -1,11 +1,22 @@
-"""Request parsing shared by the resource handlers."""
+"""Request parsing and conditional rendering shared by the resource handlers."""
 
 from __future__ import annotations
 
-from aiohttp import web
+import re
+from typing import TypeVar
 
-from service.errors import NotFound
+from aiohttp import web
+from msgspec import Struct
+
+from service.errors import InvalidInput, NotFound, UnsupportedMediaType
 from service.ids import is_valid_path_id
+from service.repository import Versioned
+from service.responses import json_response
+from service.schemas import parse_body
+
+T = TypeVar("T", bound=Struct)
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def path_id(request: web.Request, name: str) -> str:
@@ -14,3 +25,58 @@ def path_id(request: web.Request, name: str) -> str:
     if not is_valid_path_id(value):
         raise NotFound(f"No resource with this {name}.")
     return value
+
+
+async def json_body(request: web.Request, kind: type[T]) -> T:
+    """The validated body; 415 unless it is declared JSON, 413 (raised by read) when too big."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("Send the body as `Content-Type: application/json`.")
+    return parse_body(await request.read(), kind)
+
+
+def page_params(request: web.Request) -> tuple[int, str | None]:
+    raw = request.query.get("limit")
+    limit = DEFAULT_LIMIT
+    if raw is not None:
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            raise InvalidInput(
+                f"`limit` must be an integer from 1 to {MAX_LIMIT}.",
+                errors=[{"pointer": "limit", "detail": f"expected 1-{MAX_LIMIT}"}],
+            )
+        limit = int(raw)
+    after = request.query.get("after")
+    if after is not None and not after:
+        raise InvalidInput("`after` must be a cursor from a previous page.")
+    return limit, after
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidInput(
+            "`Idempotency-Key` must be 1-255 visible ASCII characters.",
+            errors=[{"pointer": "Idempotency-Key", "detail": "1-255 visible ASCII characters"}],
+        )
+    return key
+
+
+def _tags(header: str) -> list[str]:
+    return [tag.strip() for tag in header.split(",") if tag.strip()]
+
+
+def if_match(request: web.Request) -> list[str] | None:
+    """Strong entity tags from If-Match (weak ones can never match a write), or None."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    return [tag for tag in _tags(header) if not tag.startswith("W/")]
+
+
+def conditional_json(request: web.Request, versioned: Versioned) -> web.Response:
+    """200 with the ETag, or 304 when If-None-Match (weak comparison) already has it."""
+    header = request.headers.get("If-None-Match")
+    if header is not None:
+        tags = {tag.removeprefix("W/") for tag in _tags(header)}
+        if "*" in tags or versioned.etag in tags:
+            return web.Response(status=304, headers={"ETag": versioned.etag})
+    return json_response(versioned.data, headers={"ETag": versioned.etag})

@@ -1,16 +1,49 @@
-"""/users: the user aggregate and (with the REST API) the user resource."""
+"""/users: create, page, read (with order history), change and delete users."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from service.handlers.common import path_id
+from service.handlers.common import (
+    conditional_json,
+    idempotency_key,
+    if_match,
+    json_body,
+    page_params,
+    path_id,
+)
 from service.repository import REPOSITORY
 from service.responses import json_response
+from service.schemas import UserCreate, UserPatch
+
+
+async def create_user(request: web.Request) -> web.Response:
+    data = await json_body(request, UserCreate)
+    key = idempotency_key(request)
+    user = await request.app[REPOSITORY].create_user(data, key)
+    return json_response(user, status=201, headers={"Location": f"/users/{user['id']}"})
+
+
+async def list_users(request: web.Request) -> web.Response:
+    limit, after = page_params(request)
+    page = await request.app[REPOSITORY].list_users(limit, after)
+    return json_response({"items": page.items, "next": page.next})
 
 
 async def get_user(request: web.Request) -> web.Response:
     """The user and their 100 newest orders, fetched concurrently."""
     user_id = path_id(request, "user_id")
-    aggregate = await request.app[REPOSITORY].get_user_with_orders(user_id)
-    return json_response(aggregate)
+    return conditional_json(request, await request.app[REPOSITORY].get_user_with_orders(user_id))
+
+
+async def patch_user(request: web.Request) -> web.Response:
+    user_id = path_id(request, "user_id")
+    patch = await json_body(request, UserPatch)
+    updated = await request.app[REPOSITORY].update_user(user_id, patch, if_match(request))
+    return json_response(updated.data, headers={"ETag": updated.etag})
+
+
+async def delete_user(request: web.Request) -> web.Response:
+    user_id = path_id(request, "user_id")
+    await request.app[REPOSITORY].delete_user(user_id, if_match(request))
+    return web.Response(status=204)

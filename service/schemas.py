@@ -1,0 +1,163 @@
+"""Request and response shapes: one msgspec definition feeds validation and the OpenAPI document.
+
+`parse_body` reports every offending field (msgspec alone stops at the first), each as a
+JSON Pointer, so a client can fix a request in one round trip.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from service.errors import InvalidInput
+
+# 1-100 characters once surrounding white space is trimmed, no control characters.
+NAME_PATTERN = r"^\s*[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,98}[^\s\x00-\x1f\x7f])?\s*$"
+# An ASCII address (RFC 5321 sizes): local part up to 64, labels up to 63, a dotted domain.
+EMAIL_PATTERN = (
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+MAX_AMOUNT = 10**12
+
+Name = Annotated[str, Meta(pattern=NAME_PATTERN, description="1-100 characters after trimming")]
+Email = Annotated[
+    str, Meta(pattern=EMAIL_PATTERN, max_length=254, description="stored lower-cased; unique")
+]
+Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
+Sku = Annotated[str, Meta(min_length=1, max_length=64)]
+Quantity = Annotated[int, Meta(ge=1, le=10_000)]
+Amount = Annotated[int, Meta(ge=1, le=MAX_AMOUNT, description="integer minor units")]
+Timestamp = Annotated[str, Meta(description="RFC 3339, UTC, milliseconds")]
+Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class UserCreate(Struct, forbid_unknown_fields=True):
+    name: Name
+    email: Email
+
+
+class UserPatch(Struct, forbid_unknown_fields=True):
+    name: Name | UnsetType = UNSET
+    email: Email | UnsetType = UNSET
+
+
+class OrderItem(Struct, forbid_unknown_fields=True):
+    sku: Sku
+    quantity: Quantity
+
+
+class OrderCreate(Struct, forbid_unknown_fields=True):
+    amount: Amount
+    currency: Currency = "USD"
+    items: Annotated[list[OrderItem], Meta(max_length=100)] = []
+
+
+class User(Struct):
+    id: Id
+    name: str
+    email: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class Order(Struct):
+    id: Id
+    user_id: Id
+    amount: int
+    currency: str
+    items: list[OrderItem]
+    created_at: Timestamp
+
+
+class UserWithOrders(Struct):
+    user: User
+    orders: list[Order]
+
+
+class UserPage(Struct):
+    items: list[User]
+    next: Annotated[str | None, Meta(description="cursor for `after`, null on the last page")]
+
+
+class OrderPage(Struct):
+    items: list[Order]
+    next: Annotated[str | None, Meta(description="cursor for `after`, null on the last page")]
+
+
+class ProblemField(Struct):
+    pointer: str
+    detail: str
+
+
+class Problem(Struct, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemField] = []
+
+
+class Health(Struct, omit_defaults=True):
+    status: str
+    checks: dict[str, str] = {}
+
+
+T = TypeVar("T", bound=Struct)
+_PATH_IN_MESSAGE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def _pointer(prefix: str, message: str) -> tuple[str, str]:
+    """Split msgspec's "... - at `$.items[0].sku`" into a JSON Pointer and the message."""
+    match = _PATH_IN_MESSAGE.search(message)
+    if match is None:
+        return prefix, message
+    parts = [key or index for key, index in _PATH_PART.findall(match.group("path"))]
+    escaped = [part.replace("~", "~0").replace("/", "~1") for part in parts]
+    return prefix + "".join(f"/{part}" for part in escaped), message[: match.start()]
+
+
+def decode_json(body: bytes) -> Any:
+    """Bytes to plain JSON values, or InvalidInput for anything that is not well-formed JSON."""
+    try:
+        return msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise InvalidInput("The body is not well-formed UTF-8 JSON.") from None
+    except RecursionError:
+        raise InvalidInput("The body nests too deeply.") from None
+
+
+def parse_body(body: bytes, kind: type[T]) -> T:
+    """Validate a JSON object against `kind`, naming every offending field at once."""
+    data = decode_json(body)
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            "The body must be a JSON object.", errors=[{"pointer": "", "detail": "not an object"}]
+        )
+    errors: list[dict[str, str]] = []
+    fields = {field.encode_name: field for field in msgspec.structs.fields(kind)}
+    for name in data:
+        if name not in fields:
+            errors.append({"pointer": f"/{_escape(name)}", "detail": "unknown field"})
+    for name, field in fields.items():
+        if name not in data:
+            if field.required:
+                errors.append({"pointer": f"/{_escape(name)}", "detail": "required"})
+            continue
+        try:
+            msgspec.convert(data[name], field.type)
+        except msgspec.ValidationError as exc:
+            pointer, detail = _pointer(f"/{_escape(name)}", str(exc))
+            errors.append({"pointer": pointer, "detail": detail})
+    if errors:
+        raise InvalidInput("The request body is invalid.", errors=errors)
+    return msgspec.convert(data, kind)
+
+
+def _escape(name: str) -> str:
+    return name.replace("~", "~0").replace("/", "~1")
