@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -12,6 +13,7 @@ from aiohttp import web
 from service.app import create_app, settings_or_exit
 from service.config import Settings
 from service.db import Mongo
+from service.lifecycle import begin_shutdown
 from service.logs import configure_logging
 from service.seed import seed
 
@@ -54,13 +56,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         configure_logging(settings.log)
         return asyncio.run(_seed(settings, args.users, args.orders_per_user, args.if_empty))
-    web.run_app(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        print=None,
-    )
+    asyncio.run(serve(settings))
     return 0
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain and shut down gracefully (exit 0)."""
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=settings.shutdown.graceful_timeout_seconds
+    )
+    await runner.setup()
+    await web.TCPSite(runner, settings.server.host, settings.server.port).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    begin_shutdown(app, settings.shutdown.drain_seconds)
+    await asyncio.sleep(settings.shutdown.drain_seconds)
+    await runner.cleanup()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from service.limits import IN_FLIGHT, InFlight, limits_middleware, parser_limits
 from service.logs import configure_logging
 from service.openapi import build_document
 from service.repository import REPOSITORY, Repository
+from service.retry import RETRY_POLICY, RetryPolicy, deadline_middleware
 from service.routes import ENDPOINTS, setup_routes
 
 MAX_BODY_BYTES = 64 * 1024
@@ -38,7 +39,7 @@ def settings_or_exit() -> Settings:
 
 
 async def repository_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[REPOSITORY] = Repository(app[MONGO])
+    app[REPOSITORY] = Repository(app[MONGO], app[RETRY_POLICY])
     yield
 
 
@@ -48,6 +49,7 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 async def _mark_shutting_down(app: web.Application) -> None:
+    """Servers that shut down without our drain (adev, plain run_app) still flip readiness."""
     app[LIFECYCLE].shutting_down = True
 
 
@@ -57,12 +59,19 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         handler_args=parser_limits(settings.server),
-        middlewares=[request_id_middleware, error_middleware, limits_middleware, auth_middleware],
+        middlewares=[
+            request_id_middleware,
+            error_middleware,
+            limits_middleware,
+            auth_middleware,
+            deadline_middleware,
+        ],
     )
     app[SETTINGS] = settings
     app[LIFECYCLE] = Lifecycle()
     app[IN_FLIGHT] = InFlight(settings.server.max_in_flight)
     app[TOKENS] = TokenVerifier(settings.auth)
+    app[RETRY_POLICY] = RetryPolicy(settings.retry, settings.request.deadline_seconds)
     app.on_response_prepare.append(_security_headers)
     app.cleanup_ctx.extend([mongo_ctx, repository_ctx])
     app.on_shutdown.append(_mark_shutting_down)

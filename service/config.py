@@ -45,6 +45,8 @@ def _key(
 class ServerSettings:
     host: str = _key("HOST")
     port: int = _key("PORT", low=1, high=65535)
+    # gunicorn workers; 0 = two per CPU core, at most 8 (python -m service is one process).
+    workers: int = _key("WEB_CONCURRENCY", low=0, high=64)
     max_in_flight: int = _key("MAX_IN_FLIGHT", low=1, high=100_000)
     max_request_line_bytes: int = _key(low=256, high=65_536)
     max_header_bytes: int = _key(low=1024, high=65_536)
@@ -70,6 +72,24 @@ class CacheSettings:
     ttl_seconds: int = _key("CACHE_TTL_SECONDS", low=1, high=86_400)
     timeout_ms: int = _key(low=1, high=10_000)
     namespace: str = _key("CACHE_NAMESPACE")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSettings:
+    deadline_seconds: float = _key("REQUEST_DEADLINE_SECONDS", low=0.05, high=300)
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    base_ms: int = _key(low=1, high=60_000)
+    cap_ms: int = _key(low=1, high=60_000)
+    max_tries: int = _key("RETRY_MAX_TRIES", low=1, high=10)
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownSettings:
+    drain_seconds: float = _key("SHUTDOWN_DRAIN_SECONDS", low=0, high=300)
+    graceful_timeout_seconds: float = _key("GRACEFUL_TIMEOUT_SECONDS", low=1, high=600)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +121,25 @@ class Settings:
     server: ServerSettings
     mongo: MongoSettings
     cache: CacheSettings
+    request: RequestSettings
+    retry: RetrySettings
+    shutdown: ShutdownSettings
     health: HealthSettings
     auth: AuthSettings
     log: LogSettings
 
 
 SETTINGS = web.AppKey("settings", Settings)
+
+
+MAX_AUTO_WORKERS = 8
+
+
+def gunicorn_workers(settings: Settings) -> int:
+    """The worker count gunicorn should run: as configured, or 2 per core capped at 8."""
+    if settings.server.workers:
+        return settings.server.workers
+    return max(1, min(MAX_AUTO_WORKERS, 2 * (os.cpu_count() or 1)))
 
 
 def default_config_dir() -> Path:
@@ -138,10 +171,25 @@ def load_settings(
         for name, cls in _section_types().items()
     }
     settings = Settings(environment=environment, **sections)
+    _check_timeouts(settings)
     _check_tokens(settings.auth)
     if environment == "production":
         _check_production(settings, env)
     return settings
+
+
+def _check_timeouts(settings: Settings) -> None:
+    """One database call must fit in a request's deadline, or retries could never help."""
+    deadline_ms = settings.request.deadline_seconds * 1000
+    for name in ("server_selection_timeout_ms", "socket_timeout_ms"):
+        value = getattr(settings.mongo, name)
+        if value >= deadline_ms:
+            raise ConfigError(
+                f"mongo.{name}: expected less than request.deadline_seconds "
+                f"({deadline_ms:g} ms), got {value}"
+            )
+    if settings.retry.cap_ms < settings.retry.base_ms:
+        raise ConfigError("retry.cap_ms: expected at least retry.base_ms")
 
 
 _TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{16,512}(:read)?")

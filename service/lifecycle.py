@@ -1,10 +1,19 @@
-"""Process-level state the probes report: whether shutdown has begun."""
+"""Process-level state the probes report, and the graceful shutdown both servers share.
+
+On SIGTERM: readiness turns 503 at once; the server keeps serving (and accepting) for
+`shutdown.drain_seconds`, so load balancers see the 503 and stop sending; then it stops
+accepting, gives in-flight requests up to `shutdown.graceful_timeout_seconds`, runs the
+cleanup contexts (closing the Motor and Redis clients) and exits 0.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from aiohttp import web
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -13,3 +22,8 @@ class Lifecycle:
 
 
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+
+
+def begin_shutdown(app: web.Application, drain_seconds: float) -> None:
+    app[LIFECYCLE].shutting_down = True
+    log.info("shutdown requested: readiness is 503, draining for %.1fs", drain_seconds)

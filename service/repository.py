@@ -24,12 +24,14 @@ from service.db import Document, DuplicateKeyError, Mongo
 from service.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from service.idempotency import IdempotencyStore
 from service.ids import new_id
+from service.retry import RetryPolicy, call_with_retries, retried
 from service.schemas import OrderCreate, UserCreate, UserPatch
 
 ORDER_HISTORY_LIMIT = 100
 REPRESENTATION = "1"  # bump when a response shape changes: old ETags then stop matching
 Plain = dict[str, Any]
-_HIDDEN_FIELDS = frozenset({"_id", "version"})
+# `version` drives ETags; `last_write` makes a retried update recognisable (see _apply_once).
+_HIDDEN_FIELDS = frozenset({"_id", "version", "last_write"})
 
 
 def format_time(value: datetime) -> str:
@@ -111,23 +113,29 @@ def decode_cursor(cursor: str, keys: frozenset[str]) -> dict[str, Any]:
 
 
 class UsersRepository:
-    def __init__(self, mongo: Mongo) -> None:
+    def __init__(self, mongo: Mongo, policy: RetryPolicy) -> None:
         self._mongo = mongo
+        self._policy = policy
 
+    @retried("users.find")
     async def find_document(self, user_id: str) -> Document | None:
         return await self._mongo.users.find_one({"_id": user_id})
 
+    @retried("users.exists")
     async def exists(self, user_id: str) -> bool:
         return await self._mongo.users.find_one({"_id": user_id}, {"_id": 1}) is not None
 
+    @retried("users.insert")
     async def insert(self, document: Document) -> None:
+        """Insert; a duplicate of our own fresh `_id` means an earlier attempt already landed."""
         try:
             await self._mongo.users.insert_one(document)
-        except DuplicateKeyError as exc:
-            if "email" in str(exc.details or {}).lower():
-                raise Conflict("A user with this email already exists.") from None
-            raise
+        except DuplicateKeyError:
+            if await self._mongo.users.find_one({"_id": document["_id"]}, {"_id": 1}):
+                return
+            raise Conflict("A user with this email already exists.") from None
 
+    @retried("users.page")
     async def page(self, limit: int, after_id: str | None) -> list[Document]:
         query: Document = {} if after_id is None else {"_id": {"$gt": after_id}}
         cursor = self._mongo.users.find(query).sort("_id", 1).limit(limit)
@@ -141,30 +149,58 @@ class UsersRepository:
         if versions is not None:
             query["version"] = {"$in": versions}
         try:
-            return await self._mongo.users.find_one_and_update(
-                query,
-                {"$set": changes, "$inc": {"version": 1}},
-                return_document=True,
-            )
+            return await self._apply_once(query, {"$set": changes, "$inc": {"version": 1}})
         except DuplicateKeyError:
             raise Conflict("A user with this email already exists.") from None
 
     async def bump_version(self, user_id: str) -> bool:
-        result = await self._mongo.users.update_one({"_id": user_id}, {"$inc": {"version": 1}})
-        return result.matched_count == 1
+        return await self._apply_once({"_id": user_id}, {"$inc": {"version": 1}}) is not None
+
+    async def _apply_once(self, query: Document, update: Document) -> Document | None:
+        """find_one_and_update that a retry cannot apply twice.
+
+        Each logical write carries a fresh token in `last_write`, and the filter excludes
+        documents that already carry it: if an attempt landed but its reply was lost, the
+        retry matches nothing, and the document holding our token is the result.
+        """
+        token = new_id()  # one per logical write, shared by all of its attempts
+        guarded = {**query, "last_write": {"$ne": token}}
+        update = {**update, "$set": {**update.get("$set", {}), "last_write": token}}
+
+        async def attempt() -> Document | None:
+            users = self._mongo.users
+            # None when nothing matched (Motor's stub says otherwise).
+            result: Document | None = await users.find_one_and_update(
+                guarded, update, return_document=True
+            )
+            if result is None:
+                result = await users.find_one({"_id": query["_id"], "last_write": token})
+            return result
+
+        return await call_with_retries(self._policy, "users.update", attempt)
 
     async def delete(self, user_id: str, versions: list[int] | None) -> bool:
         query: Document = {"_id": user_id}
         if versions is not None:
             query["version"] = {"$in": versions}
-        result = await self._mongo.users.delete_one(query)
-        return result.deleted_count == 1
+        attempts = 0
+
+        async def attempt() -> bool:
+            nonlocal attempts
+            attempts += 1
+            result = await self._mongo.users.delete_one(query)
+            # Nothing deleted on a retry: the attempt whose reply was lost deleted it.
+            return result.deleted_count == 1 or attempts > 1
+
+        return await call_with_retries(self._policy, "users.delete", attempt)
 
 
 class OrdersRepository:
-    def __init__(self, mongo: Mongo) -> None:
+    def __init__(self, mongo: Mongo, policy: RetryPolicy) -> None:
         self._mongo = mongo
+        self._policy = policy
 
+    @retried("orders.newest_for_user")
     async def newest_for_user(
         self,
         user_id: str,
@@ -181,15 +217,24 @@ class OrdersRepository:
         cursor = self._mongo.orders.find(query).sort([("created_at", -1), ("_id", -1)]).limit(limit)
         return await cursor.to_list(length=limit)
 
+    @retried("orders.find")
     async def find(self, order_id: str) -> Document | None:
         return await self._mongo.orders.find_one({"_id": order_id})
 
+    @retried("orders.insert")
     async def insert(self, document: Document) -> None:
-        await self._mongo.orders.insert_one(document)
+        """Insert; a duplicate of our own fresh `_id` means an earlier attempt already landed."""
+        try:
+            await self._mongo.orders.insert_one(document)
+        except DuplicateKeyError:
+            if not await self._mongo.orders.find_one({"_id": document["_id"]}, {"_id": 1}):
+                raise
 
+    @retried("orders.delete")
     async def delete(self, order_id: str) -> None:
         await self._mongo.orders.delete_one({"_id": order_id})
 
+    @retried("orders.delete_for_user")
     async def delete_for_user(self, user_id: str) -> int:
         result = await self._mongo.orders.delete_many({"user_id": user_id})
         return int(result.deleted_count)
@@ -215,10 +260,10 @@ class Page:
 class Repository:
     """The handlers' single entry point: the use cases and the business rules behind them."""
 
-    def __init__(self, mongo: Mongo) -> None:
-        self.users = UsersRepository(mongo)
-        self.orders = OrdersRepository(mongo)
-        self.idempotency = IdempotencyStore(mongo)
+    def __init__(self, mongo: Mongo, policy: RetryPolicy) -> None:
+        self.users = UsersRepository(mongo, policy)
+        self.orders = OrdersRepository(mongo, policy)
+        self.idempotency = IdempotencyStore(mongo, policy)
 
     async def get_user_with_orders(self, user_id: str) -> Versioned:
         """The user and their newest orders, both queries in flight at once."""

@@ -133,8 +133,7 @@ def app(settings: Settings, recorder: CommandRecorder) -> web.Application:
     return app
 
 
-@pytest.fixture
-async def client(aiohttp_client: AiohttpClient, app: web.Application) -> Client:
+async def ready_client(aiohttp_client: AiohttpClient, app: web.Application) -> Client:
     """A test client on the real app, once its indexes exist (uniqueness depends on them)."""
     client = await aiohttp_client(app)
 
@@ -143,6 +142,11 @@ async def client(aiohttp_client: AiohttpClient, app: web.Application) -> Client:
 
     await wait_until(indexes_ready)
     return client
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient, app: web.Application) -> Client:
+    return await ready_client(aiohttp_client, app)
 
 
 @pytest.fixture

@@ -1,0 +1,41 @@
+"""gunicorn settings for user-service: `gunicorn --config gunicorn.conf.py`.
+
+Everything comes from the service's own Settings (config/*.toml + environment), loaded and
+validated here, in the master, so a bad value stops gunicorn before any worker starts:
+one line on stderr, exit code 2.
+"""
+
+import math
+
+from service.app import settings_or_exit
+from service.config import gunicorn_workers
+
+_settings = settings_or_exit()
+
+# The same factory as every other entry point, called in each worker after the fork.
+wsgi_app = "service.app:create_app()"
+# aiohttp's GunicornUVLoopWebWorker plus a drain period on SIGTERM (service/worker.py).
+worker_class = "service.worker.Worker"
+workers = gunicorn_workers(_settings)
+bind = [f"{_settings.server.host}:{_settings.server.port}"]
+
+# Never preload: the app (and its Motor client, with its threads and sockets) must be
+# created in each worker. A client created before fork() is shared by all workers and breaks.
+preload_app = False
+
+# SIGTERM: drain (readiness 503, still serving), then in-flight requests get the graceful
+# timeout; gunicorn's own graceful_timeout must cover both or it SIGKILLs the workers.
+graceful_timeout = math.ceil(
+    _settings.shutdown.drain_seconds + _settings.shutdown.graceful_timeout_seconds
+)
+# A worker silent for this long (event loop blocked) is killed and replaced.
+timeout = 30
+# Longer than the idle timeout of common load balancers (60 s), so the balancer, not us,
+# closes idle connections: otherwise it may send a request on a connection we just closed.
+keepalive = 75
+
+# Access logs are written by the service itself (one line per request, with request ids).
+accesslog = None
+errorlog = "-"
+loglevel = _settings.log.level.lower()
+proc_name = "user-service"

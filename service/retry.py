@@ -1,0 +1,193 @@
+"""The one retry policy for database calls: which errors, how often, how long.
+
+Only transient failures are retried (the network, a primary stepping down, a server
+shutting down); a duplicate, a validation error or any other server error is final.
+Waits are full-jitter exponential (`backoff.expo` + `backoff.full_jitter`), and every
+wait is cut to what is left of the request's deadline, so retries can never make a
+client wait longer than `request.deadline_seconds`. A transient failure that outlives its
+retries becomes `Unavailable` (503 + Retry-After), never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+import backoff
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from service.config import RetrySettings
+from service.db import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
+from service.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Server codes that mean "this node cannot serve right now", not "this request is wrong".
+TRANSIENT_CODES = frozenset(
+    {
+        6,  # HostUnreachable
+        7,  # HostNotFound
+        89,  # NetworkTimeout
+        91,  # ShutdownInProgress
+        189,  # PrimarySteppedDown
+        262,  # ExceededTimeLimit
+        9001,  # SocketException
+        10107,  # NotWritablePrimary
+        11600,  # InterruptedAtShutdown
+        11602,  # InterruptedDueToReplStateChange
+        13435,  # NotPrimaryNoSecondaryOk
+        13436,  # NotPrimaryOrSecondary
+    }
+)
+TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
+
+# The loop-clock time by which the current request must be answered (None outside requests).
+deadline_var: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "deadline", default=None
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying the same operation again could succeed."""
+    if isinstance(error, DuplicateKeyError):
+        return False
+    if isinstance(error, ServerSelectionTimeoutError):
+        # The driver already waited server_selection_timeout_ms for a server: waiting
+        # again inside the same request would only spend the client's deadline.
+        return False
+    if isinstance(error, ConnectionFailure):  # AutoReconnect, NotPrimaryError, NetworkTimeout
+        return True
+    if isinstance(error, PyMongoError) and any(
+        error.has_error_label(label) for label in TRANSIENT_LABELS
+    ):
+        return True
+    return isinstance(error, OperationFailure) and error.code in TRANSIENT_CODES
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Failures that say the database cannot be reached (as opposed to a bad request)."""
+    return is_transient(error) or isinstance(error, ServerSelectionTimeoutError)
+
+
+OnRetry = Callable[[str, str], None]
+
+
+@dataclass
+class RetryPolicy:
+    """Settings plus the counters the metrics read: retries by (operation, error class)."""
+
+    settings: RetrySettings
+    deadline_seconds: float
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    hooks: list[OnRetry] = field(default_factory=list)
+
+    def remaining(self) -> float | None:
+        deadline = deadline_var.get()
+        return None if deadline is None else deadline - asyncio.get_running_loop().time()
+
+    def record(self, operation: str, details: dict[str, Any]) -> None:
+        error = details.get("exception")
+        error_class = type(error).__name__
+        self.counts[(operation, error_class)] += 1
+        for hook in self.hooks:
+            hook(operation, error_class)
+        log.warning(
+            "retrying %s after %s (attempt %d, waiting %.0f ms)",
+            operation,
+            error_class,
+            details["tries"],
+            details["wait"] * 1000,
+            extra={"operation": operation, "attempt": details["tries"], "error_class": error_class},
+        )
+
+
+RETRY_POLICY = web.AppKey("retry_policy", RetryPolicy)
+
+
+def retried(
+    operation: str,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Retry a repository method under the policy of the repository it belongs to.
+
+    The decorated method's owner must have a `_policy: RetryPolicy` attribute; the
+    decorator is applied once, at class creation, and reads the settings per call.
+    """
+
+    def decorate(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(function)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            policy: RetryPolicy = args[0]._policy  # type: ignore[attr-defined]
+            return await call_with_retries(policy, operation, function, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+async def call_with_retries(
+    policy: RetryPolicy,
+    operation: str,
+    function: Callable[P, Awaitable[R]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    settings = policy.settings
+    remaining = policy.remaining()
+    if remaining is not None and remaining <= 0:
+        raise Unavailable("The request ran out of time before reaching the database.")
+    retrying = backoff.on_exception(
+        backoff.expo,
+        PyMongoError,
+        max_tries=settings.max_tries,
+        max_time=remaining,
+        giveup=lambda error: not is_transient(error),
+        jitter=backoff.full_jitter,
+        base=2,
+        factor=settings.base_ms / 1000,
+        max_value=settings.cap_ms / 1000,
+        on_backoff=lambda details: policy.record(operation, dict(details)),
+        raise_on_giveup=True,
+        logger=None,
+    )(function)
+    try:
+        return await retrying(*args, **kwargs)
+    except PyMongoError as error:
+        if is_unavailable(error):
+            raise Unavailable("The database is unavailable; retry shortly.") from error
+        raise
+
+
+# Probes carry their own bounds; the scrape must answer even when the database does not.
+_NO_DEADLINE = ("/health/", "/metrics")
+
+
+@web.middleware
+async def deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every request within the deadline: 503 + Retry-After when the work runs over."""
+    if request.path.startswith(_NO_DEADLINE):
+        return await handler(request)
+    seconds = request.app[RETRY_POLICY].deadline_seconds
+    token = deadline_var.set(asyncio.get_running_loop().time() + seconds)
+    try:
+        async with asyncio.timeout(seconds):
+            return await handler(request)
+    except TimeoutError:
+        raise Unavailable("The request did not complete in time; retry shortly.") from None
+    finally:
+        deadline_var.reset(token)
