@@ -6,11 +6,17 @@ one line on stderr, exit code 2.
 """
 
 import math
+import sys
 
 from service.app import settings_or_exit
-from service.config import gunicorn_workers
+from service.config import ConfigError, check_worker_cache, gunicorn_workers
 
 _settings = settings_or_exit()
+try:
+    check_worker_cache(_settings, gunicorn_workers(_settings))
+except ConfigError as _error:
+    print(f"user-service: configuration error: {_error}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 # The same factory as every other entry point, called in each worker after the fork.
 wsgi_app = "service.app:create_app()"

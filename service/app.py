@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from service.auth import TOKENS, TokenVerifier, auth_middleware
+from service.cache import CACHE_STATS, RESPONSE_CACHE, CacheStats, cache_ctx
 from service.config import SETTINGS, ConfigError, Settings, load_settings
 from service.db import MONGO, mongo_ctx
 from service.errors import error_middleware, request_id_middleware
@@ -39,7 +40,7 @@ def settings_or_exit() -> Settings:
 
 
 async def repository_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[REPOSITORY] = Repository(app[MONGO], app[RETRY_POLICY])
+    app[REPOSITORY] = Repository(app[MONGO], app[RETRY_POLICY], app.get(RESPONSE_CACHE))
     yield
 
 
@@ -73,7 +74,8 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[TOKENS] = TokenVerifier(settings.auth)
     app[RETRY_POLICY] = RetryPolicy(settings.retry, settings.request.deadline_seconds)
     app.on_response_prepare.append(_security_headers)
-    app.cleanup_ctx.extend([mongo_ctx, repository_ctx])
+    app[CACHE_STATS] = CacheStats()
+    app.cleanup_ctx.extend([mongo_ctx, cache_ctx, repository_ctx])
     app.on_shutdown.append(_mark_shutting_down)
     app[OPENAPI_DOCUMENT] = orjson.dumps(build_document(ENDPOINTS))
     setup_routes(app)

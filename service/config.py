@@ -72,6 +72,9 @@ class CacheSettings:
     ttl_seconds: int = _key("CACHE_TTL_SECONDS", low=1, high=86_400)
     timeout_ms: int = _key(low=1, high=10_000)
     namespace: str = _key("CACHE_NAMESPACE")
+    # Each gunicorn worker would hold its own memory cache, stale up to the TTL after
+    # another worker's write: allowed only when this says so.
+    memory_across_workers: bool = _key("CACHE_MEMORY_ACROSS_WORKERS")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,17 @@ def gunicorn_workers(settings: Settings) -> int:
     if settings.server.workers:
         return settings.server.workers
     return max(1, min(MAX_AUTO_WORKERS, 2 * (os.cpu_count() or 1)))
+
+
+def check_worker_cache(settings: Settings, workers: int) -> None:
+    """Refuse a per-process cache shared by several workers unless staleness is accepted."""
+    cache = settings.cache
+    if cache.backend == "memory" and workers > 1 and not cache.memory_across_workers:
+        raise ConfigError(
+            f"CACHE_BACKEND: memory with {workers} workers would serve stale reads for up to "
+            f"{cache.ttl_seconds}s; use redis, WEB_CONCURRENCY=1, or "
+            "CACHE_MEMORY_ACROSS_WORKERS=true to accept that"
+        )
 
 
 def default_config_dir() -> Path:

@@ -12,14 +12,16 @@ import asyncio
 import base64
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+import orjson
 from aiohttp import web
 
+from service.cache import Cached, ResponseCache
 from service.db import Document, DuplicateKeyError, Mongo
 from service.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from service.idempotency import IdempotencyStore
@@ -234,6 +236,11 @@ class OrdersRepository:
     async def delete(self, order_id: str) -> None:
         await self._mongo.orders.delete_one({"_id": order_id})
 
+    @retried("orders.ids_for_user")
+    async def ids_for_user(self, user_id: str) -> list[str]:
+        cursor = self._mongo.orders.find({"user_id": user_id}, {"_id": 1})
+        return [str(document["_id"]) async for document in cursor]
+
     @retried("orders.delete_for_user")
     async def delete_for_user(self, user_id: str) -> int:
         result = await self._mongo.orders.delete_many({"user_id": user_id})
@@ -260,10 +267,34 @@ class Page:
 class Repository:
     """The handlers' single entry point: the use cases and the business rules behind them."""
 
-    def __init__(self, mongo: Mongo, policy: RetryPolicy) -> None:
+    def __init__(self, mongo: Mongo, policy: RetryPolicy, cache: ResponseCache | None) -> None:
         self.users = UsersRepository(mongo, policy)
         self.orders = OrdersRepository(mongo, policy)
         self.idempotency = IdempotencyStore(mongo, policy)
+        self._cache = cache
+
+    async def _cached(
+        self, kind: str, ident: str, load: Callable[[], Awaitable[Versioned]]
+    ) -> Cached:
+        """The encoded representation, from the response cache when there is one."""
+
+        async def encode() -> Cached:
+            versioned = await load()
+            return Cached(versioned.etag, orjson.dumps(versioned.data))
+
+        if self._cache is None:
+            return await encode()
+        return await self._cache.read_through(kind, ident, encode)
+
+    async def _invalidate(self, *entries: tuple[str, str]) -> None:
+        if self._cache is not None:
+            await self._cache.invalidate(entries)
+
+    async def user_with_orders(self, user_id: str) -> Cached:
+        return await self._cached("user", user_id, lambda: self.get_user_with_orders(user_id))
+
+    async def order(self, order_id: str) -> Cached:
+        return await self._cached("order", order_id, lambda: self.get_order(order_id))
 
     async def get_user_with_orders(self, user_id: str) -> Versioned:
         """The user and their newest orders, both queries in flight at once."""
@@ -320,14 +351,17 @@ class Repository:
         if updated is None:
             await self._explain_miss(user_id, if_match)
         assert updated is not None
+        await self._invalidate(("user", user_id))
         return Versioned(to_plain(updated), user_etag(int(updated["version"])))
 
     async def delete_user(self, user_id: str, if_match: Sequence[str] | None) -> None:
         """Delete the user, then their orders (a user's orders never outlive them)."""
         versions = None if if_match is None else versions_matching(if_match)
+        order_ids = await self.orders.ids_for_user(user_id)
         if not await self.users.delete(user_id, versions):
             await self._explain_miss(user_id, if_match)
         await self.orders.delete_for_user(user_id)
+        await self._invalidate(("user", user_id), *(("order", order_id) for order_id in order_ids))
 
     async def _explain_miss(self, user_id: str, if_match: Sequence[str] | None) -> None:
         """A conditional write matched nothing: the user is gone, or it changed meanwhile."""
@@ -357,6 +391,7 @@ class Repository:
                 # The user was deleted while we wrote: do not leave an orphan behind.
                 await self.orders.delete(order_id)
                 raise NotFound(f"No user with id {user_id!r}.")
+            await self._invalidate(("user", user_id))  # the aggregate lists this order now
             return to_plain(document)
 
         if idempotency_key is None:

@@ -125,6 +125,8 @@ class RedisServer(ServerProcess):
             "--appendonly", "no",
             "--dir", str(self.directory),
             "--daemonize", "no",
+            # DEBUG SLEEP lets fault tests stall the server like an overloaded Redis.
+            "--enable-debug-command", "local",
         ]  # fmt: skip
 
     @property

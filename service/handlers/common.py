@@ -8,10 +8,10 @@ from typing import TypeVar
 from aiohttp import web
 from msgspec import Struct
 
+from service.cache import Cached
 from service.errors import InvalidInput, NotFound, UnsupportedMediaType
 from service.ids import is_valid_path_id
-from service.repository import Versioned
-from service.responses import json_response
+from service.responses import raw_json_response
 from service.schemas import parse_body
 
 T = TypeVar("T", bound=Struct)
@@ -72,11 +72,11 @@ def if_match(request: web.Request) -> list[str] | None:
     return [tag for tag in _tags(header) if not tag.startswith("W/")]
 
 
-def conditional_json(request: web.Request, versioned: Versioned) -> web.Response:
-    """200 with the ETag, or 304 when If-None-Match (weak comparison) already has it."""
+def conditional_json(request: web.Request, cached: Cached) -> web.Response:
+    """The encoded body as-is with its ETag, or 304 when If-None-Match (weak) already has it."""
     header = request.headers.get("If-None-Match")
     if header is not None:
         tags = {tag.removeprefix("W/") for tag in _tags(header)}
-        if "*" in tags or versioned.etag in tags:
-            return web.Response(status=304, headers={"ETag": versioned.etag})
-    return json_response(versioned.data, headers={"ETag": versioned.etag})
+        if "*" in tags or cached.etag in tags:
+            return web.Response(status=304, headers={"ETag": cached.etag})
+    return raw_json_response(cached.body, headers={"ETag": cached.etag})

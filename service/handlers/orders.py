@@ -33,4 +33,4 @@ async def list_orders(request: web.Request) -> web.Response:
 
 async def get_order(request: web.Request) -> web.Response:
     order_id = path_id(request, "order_id")
-    return conditional_json(request, await request.app[REPOSITORY].get_order(order_id))
+    return conditional_json(request, await request.app[REPOSITORY].order(order_id))

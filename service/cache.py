@@ -1,0 +1,254 @@
+"""The response cache: aiocache backends, keys, invalidation, and tolerance of cache failure.
+
+What is cached is the exact response a GET served (its ETag and body bytes), so a hit does
+no database call and no JSON encoding.
+
+Never stale after a write. Every resource has a *generation token* next to its data, and
+data lives under `<key>:<token>`. A write replaces the token with a fresh random one,
+before its response is sent, so every reader, in any worker or instance that shares Redis,
+looks under the new token from then on. A slow reader that fetched the token before the
+write can only fill a key nobody reads any more. Tokens are random, so a token key that
+expires and comes back can never resurrect an old entry. A Redis hit is one round trip: a
+Lua script reads the token and the data together.
+
+Cache failure is not service failure. Every cache call is bounded by `cache.timeout_ms`.
+Errors and timeouts count as misses, are counted, and are logged at most every 10 s. An
+invalidation that fails is kept and retried; until it is delivered, this process reads
+around the cache, so an outage cannot leave it serving an entry older than its own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from aiocache import RedisCache, SimpleMemoryCache
+from aiocache.serializers import NullSerializer
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from service.config import SETTINGS, CacheSettings
+from service.ids import new_id
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "v1"  # bump when a cached response shape changes: old entries are never read
+WARN_EVERY_SECONDS = 10.0
+HIT, MISS, ERROR, INVALIDATION = "hit", "miss", "error", "invalidation"
+# Unreachable, slow, refusing or answering nonsense: all mean "no cache right now".
+BACKEND_ERRORS = (RedisError, OSError, TimeoutError, ValueError, IndexError, UnicodeDecodeError)
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    etag: str
+    body: bytes
+
+    def pack(self) -> bytes:
+        return self.etag.encode() + b"\n" + self.body
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Cached:
+        etag, _, body = raw.partition(b"\n")
+        return cls(etag.decode(), body)
+
+
+class Backend(Protocol):
+    async def lookup(self, key: str) -> tuple[str, bytes | None]: ...
+    async def store(self, key: str, token: str, value: bytes, ttl: int) -> None: ...
+    async def bump(self, keys: list[str], ttl: int) -> None: ...
+    async def close(self) -> None: ...
+
+
+class MemoryBackend:
+    """aiocache's SimpleMemoryCache: per process, so coherent only with a single worker."""
+
+    def __init__(self) -> None:
+        self._cache = SimpleMemoryCache(serializer=NullSerializer(), timeout=None)
+
+    async def lookup(self, key: str) -> tuple[str, bytes | None]:
+        token = await self._cache.get(f"{key}:gen") or "0"
+        return token, await self._cache.get(f"{key}:{token}")
+
+    async def store(self, key: str, token: str, value: bytes, ttl: int) -> None:
+        await self._cache.set(f"{key}:{token}", value, ttl=ttl)
+
+    async def bump(self, keys: list[str], ttl: int) -> None:
+        await self._cache.multi_set([(f"{key}:gen", new_id()) for key in keys], ttl=ttl)
+
+    async def close(self) -> None:
+        await self._cache.close()
+
+
+# KEYS[1] = the generation key, KEYS[2] = the data key prefix; one round trip per lookup.
+_LOOKUP = """
+local token = redis.call('GET', KEYS[1]) or '0'
+return {token, redis.call('GET', KEYS[2] .. token)}
+"""
+
+
+class RedisBackend:
+    """aiocache's RedisCache (redis-py with hiredis), shared by every worker and instance."""
+
+    def __init__(self, url: str, timeout_seconds: float) -> None:
+        parts = urlsplit(url)
+        self._cache = RedisCache(
+            endpoint=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            db=int(parts.path.strip("/") or 0),
+            password=parts.password,
+            create_connection_timeout=timeout_seconds,
+            serializer=NullSerializer(),
+            timeout=None,  # bounded by ResponseCache with one asyncio.timeout per call
+            connection_pool_kwargs={"socket_timeout": timeout_seconds},
+        )
+        self._lookup = self._cache.client.register_script(_LOOKUP)
+
+    async def lookup(self, key: str) -> tuple[str, bytes | None]:
+        result = await self._lookup(keys=[f"{key}:gen", f"{key}:"])
+        token = result[0].decode()
+        return token, (result[1] if len(result) > 1 else None)
+
+    async def store(self, key: str, token: str, value: bytes, ttl: int) -> None:
+        await self._cache.set(f"{key}:{token}", value, ttl=ttl)
+
+    async def bump(self, keys: list[str], ttl: int) -> None:
+        await self._cache.multi_set([(f"{key}:gen", new_id()) for key in keys], ttl=ttl)
+
+    async def close(self) -> None:
+        await self._cache.close()
+
+
+OnEvent = Callable[[str, str], None]
+
+
+@dataclass
+class CacheStats:
+    """Hits, misses, errors and invalidations per cache name, for the metrics."""
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    hooks: list[OnEvent] = field(default_factory=list)
+
+    def count(self, cache: str, event: str, n: int = 1) -> None:
+        self.counts[(cache, event)] += n
+        for _ in range(n):
+            for hook in self.hooks:
+                hook(cache, event)
+
+
+class ResponseCache:
+    """Read-through caching of rendered responses, with single-flight misses."""
+
+    def __init__(self, settings: CacheSettings, backend: Backend, stats: CacheStats) -> None:
+        self._backend = backend
+        self._prefix = f"{settings.namespace}:{SCHEMA_VERSION}"
+        self._ttl = settings.ttl_seconds
+        # A token must outlive every entry stored under it, plus a slow reader's deadline.
+        self._token_ttl = 2 * settings.ttl_seconds + 60
+        self._timeout = settings.timeout_ms / 1000
+        self.stats = stats
+        self._flights: dict[str, asyncio.Future[Cached]] = {}
+        self._undelivered: set[str] = set()
+        self._last_warning = 0.0
+
+    def key(self, kind: str, ident: str) -> str:
+        return f"{self._prefix}:{kind}:{ident}"
+
+    async def read_through(
+        self, kind: str, ident: str, load: Callable[[], Awaitable[Cached]]
+    ) -> Cached:
+        """The cached response, or `load()`'s, shared by concurrent misses on one key."""
+        key = self.key(kind, ident)
+        if self._undelivered and not await self._deliver():
+            return await load()  # an invalidation is owed: never trust entries until it lands
+        found = await self._call(kind, self._backend.lookup(key))
+        if found is not None and found[1] is not None:
+            self.stats.count(kind, HIT)
+            return Cached.unpack(found[1])
+        self.stats.count(kind, MISS)
+        flight = self._flights.get(key)
+        if flight is not None:
+            return await asyncio.shield(flight)
+        flight = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
+        try:
+            value = await load()
+        except BaseException as error:
+            flight.set_exception(error)
+            flight.exception()  # retrieved: waiters re-raise it, nobody warns about it
+            raise
+        finally:
+            self._flights.pop(key, None)
+        flight.set_result(value)
+        if found is not None:  # the token we read before loading, so a write wins the race
+            await self._call(kind, self._backend.store(key, found[0], value.pack(), self._ttl))
+        return value
+
+    async def invalidate(self, entries: Iterable[tuple[str, str]]) -> None:
+        """Retire entries so no reader anywhere sees them again (call before responding)."""
+        keys = {self.key(kind, ident): kind for kind, ident in entries}
+        if not keys:
+            return
+        self._undelivered.update(keys)
+        await self._deliver()
+        for kind in keys.values():
+            self.stats.count(kind, INVALIDATION)
+
+    async def _deliver(self) -> bool:
+        pending = sorted(self._undelivered)
+        kind = pending[0].rsplit(":", 2)[-2]  # errors are counted against the first entry's cache
+        ok = await self._call(kind, self._backend.bump(pending, self._token_ttl))
+        if ok is not None:
+            self._undelivered.difference_update(pending)
+            return True
+        return False
+
+    async def _call(self, kind: str, operation: Awaitable[Any]) -> Any:
+        """Run one backend call within the timeout; on failure count, warn (rarely), return None."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                result = await operation
+        except BACKEND_ERRORS as error:  # a failing cache degrades to a miss, never a 5xx
+            self.stats.count(kind, ERROR)
+            now = time.monotonic()
+            if now - self._last_warning >= WARN_EVERY_SECONDS:
+                self._last_warning = now
+                log.warning(
+                    "cache unavailable (%s); serving from the database", type(error).__name__
+                )
+            return None
+        return True if result is None else result
+
+    async def close(self) -> None:
+        await self._backend.close()
+
+
+RESPONSE_CACHE = web.AppKey("response_cache", ResponseCache)
+CACHE_STATS = web.AppKey("cache_stats", CacheStats)
+
+
+def create_backend(settings: CacheSettings) -> Backend | None:
+    if settings.backend == "memory":
+        return MemoryBackend()
+    if settings.backend == "redis":
+        return RedisBackend(settings.redis_url, settings.timeout_ms / 1000)
+    return None
+
+
+async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: open the configured backend (none: no cache at all), close it on shutdown."""
+    settings = app[SETTINGS].cache
+    backend = create_backend(settings)
+    if backend is None:
+        yield
+        return
+    cache = ResponseCache(settings, backend, app[CACHE_STATS])
+    app[RESPONSE_CACHE] = cache
+    yield
+    await cache.close()
