@@ -6,12 +6,21 @@ one line on stderr, exit code 2.
 """
 
 import math
+import os
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
 from service.app import settings_or_exit
 from service.config import ConfigError, check_worker_cache, gunicorn_workers
+from service.metrics import prepare_directory, retire_worker
 
 _settings = settings_or_exit()
+# Workers share a metrics directory so any of them can answer a scrape for all. The
+# environment carries it to the workers, which load their settings after the fork.
+_metrics_dir = Path(_settings.metrics.directory or tempfile.mkdtemp(prefix="user-service-metrics-"))
+os.environ["METRICS_DIR"] = str(_metrics_dir)
 try:
     check_worker_cache(_settings, gunicorn_workers(_settings))
 except ConfigError as _error:
@@ -45,3 +54,13 @@ accesslog = None
 errorlog = "-"
 loglevel = _settings.log.level.lower()
 proc_name = "user-service"
+
+
+def on_starting(server: Any) -> None:
+    """A fresh start counts from zero: forget a previous run's samples."""
+    prepare_directory(_metrics_dir)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Keep a dead worker's counts in the totals, and drop its per-process gauges."""
+    retire_worker(_metrics_dir, worker.pid)

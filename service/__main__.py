@@ -64,7 +64,10 @@ async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then drain and shut down gracefully (exit 0)."""
     app = create_app(settings)
     runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=settings.shutdown.graceful_timeout_seconds
+        app,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown.graceful_timeout_seconds,
+        access_log=None,  # the service writes its own structured access log
     )
     await runner.setup()
     await web.TCPSite(runner, settings.server.host, settings.server.port).start()

@@ -16,12 +16,24 @@ from aiohttp import web
 from service.auth import TOKENS, TokenVerifier, auth_middleware
 from service.cache import CACHE_STATS, RESPONSE_CACHE, CacheStats, cache_ctx
 from service.config import SETTINGS, ConfigError, Settings, load_settings
-from service.db import MONGO, mongo_ctx
+from service.db import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
 from service.errors import error_middleware, request_id_middleware
 from service.handlers.openapi import OPENAPI_DOCUMENT
 from service.lifecycle import LIFECYCLE, Lifecycle
 from service.limits import IN_FLIGHT, InFlight, limits_middleware, parser_limits
-from service.logs import configure_logging
+from service.logs import (
+    CLIENT_ADDRESS,
+    ClientAddress,
+    access_log_middleware,
+    configure_logging,
+)
+from service.metrics import (
+    METRICS,
+    DatabaseTimer,
+    create_metrics,
+    metrics_ctx,
+    metrics_middleware,
+)
 from service.openapi import build_document
 from service.repository import REPOSITORY, Repository
 from service.retry import RETRY_POLICY, RetryPolicy, deadline_middleware
@@ -62,6 +74,8 @@ def create_app(settings: Settings | None = None) -> web.Application:
         handler_args=parser_limits(settings.server),
         middlewares=[
             request_id_middleware,
+            access_log_middleware,
+            metrics_middleware,
             error_middleware,
             limits_middleware,
             auth_middleware,
@@ -71,11 +85,16 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[SETTINGS] = settings
     app[LIFECYCLE] = Lifecycle()
     app[IN_FLIGHT] = InFlight(settings.server.max_in_flight)
+    app[CLIENT_ADDRESS] = ClientAddress(settings.log.trusted_proxies)
     app[TOKENS] = TokenVerifier(settings.auth)
+    app[METRICS] = metrics = create_metrics(app)
+    listeners: list[CommandListener] = [DatabaseTimer(metrics)]
+    app[MONGO_LISTENERS] = listeners
     app[RETRY_POLICY] = RetryPolicy(settings.retry, settings.request.deadline_seconds)
+    app[RETRY_POLICY].hooks.append(metrics.retry)
     app.on_response_prepare.append(_security_headers)
-    app[CACHE_STATS] = CacheStats()
-    app.cleanup_ctx.extend([mongo_ctx, cache_ctx, repository_ctx])
+    app[CACHE_STATS] = CacheStats(hooks=[metrics.cache_event])
+    app.cleanup_ctx.extend([metrics_ctx, mongo_ctx, cache_ctx, repository_ctx])
     app.on_shutdown.append(_mark_shutting_down)
     app[OPENAPI_DOCUMENT] = orjson.dumps(build_document(ENDPOINTS))
     setup_routes(app)

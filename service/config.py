@@ -8,6 +8,7 @@ Order of precedence: config/default.toml < config/<SERVICE_ENV>.toml < environme
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -35,10 +36,12 @@ def _key(
     low: float | None = None,
     high: float | None = None,
     secret: bool = False,
+    empty_ok: bool = False,
 ) -> Any:
     """Declare a setting: the environment variable that overrides it, its allowed range,
     and whether it is a secret (kept out of reprs, so logging settings cannot leak it)."""
-    return field(metadata={"env": env, "low": low, "high": high}, repr=not secret)
+    meta = {"env": env, "low": low, "high": high, "empty_ok": empty_ok}
+    return field(metadata=meta, repr=not secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,13 @@ class ShutdownSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    # Shared by gunicorn's workers so any of them can answer a scrape for all (see
+    # service/metrics.py); empty = one process, nothing shared. gunicorn fills it in.
+    directory: str = _key("METRICS_DIR", empty_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
 class HealthSettings:
     ready_timeout_seconds: float = _key(low=0.01, high=60)
 
@@ -116,6 +126,9 @@ class AuthSettings:
 class LogSettings:
     level: LogLevel = _key("LOG_LEVEL")
     format: LogFormat = _key("LOG_FORMAT")
+    access: bool = _key("ACCESS_LOG")
+    # Peers whose X-Forwarded-For is believed (IPs or CIDRs), e.g. the ingress's range.
+    trusted_proxies: tuple[str, ...] = _key("TRUSTED_PROXIES")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +140,7 @@ class Settings:
     request: RequestSettings
     retry: RetrySettings
     shutdown: ShutdownSettings
+    metrics: MetricsSettings
     health: HealthSettings
     auth: AuthSettings
     log: LogSettings
@@ -187,9 +201,20 @@ def load_settings(
     settings = Settings(environment=environment, **sections)
     _check_timeouts(settings)
     _check_tokens(settings.auth)
+    _check_networks(settings.log.trusted_proxies)
     if environment == "production":
         _check_production(settings, env)
     return settings
+
+
+def _check_networks(networks: tuple[str, ...]) -> None:
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"TRUSTED_PROXIES: expected IP addresses or CIDR ranges, got {network!r}"
+            ) from None
 
 
 def _check_timeouts(settings: Settings) -> None:
@@ -306,6 +331,8 @@ def _coerce(label: str, kind: Any, raw: Any, from_env: bool, meta: Mapping[str, 
             raise ConfigError(f"{label}: expected {noun} from {low:g} to {high:g}, got {raw!r}")
         return value
     if kind is str:
+        if isinstance(raw, str) and meta.get("empty_ok") and not raw.strip():
+            return ""
         if not isinstance(raw, str) or not raw.strip():
             raise ConfigError(f"{label}: expected a non-empty string, got {raw!r}")
         return raw.strip()

@@ -9,6 +9,7 @@ from aiohttp.typedefs import Handler
 from msgspec import Struct
 
 from service.handlers import health, openapi, orders, users
+from service.metrics import metrics_handler
 from service.schemas import (
     Health,
     Order,
@@ -60,6 +61,7 @@ ENDPOINTS = (
     Endpoint("GET", "/health/ready", health.ready,
              "Readiness: the database answers and shutdown has not begun", 200, Health),
     Endpoint("GET", "/openapi.json", openapi.document, "This document", public=False),
+    Endpoint("GET", "/metrics", metrics_handler, "Prometheus metrics", public=False),
 )  # fmt: skip
 
 

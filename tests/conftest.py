@@ -128,8 +128,7 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0
 @pytest.fixture
 def app(settings: Settings, recorder: CommandRecorder) -> web.Application:
     app = create_app(settings)
-    listeners: list[monitoring.CommandListener] = [recorder]
-    app[MONGO_LISTENERS] = listeners
+    app[MONGO_LISTENERS].append(recorder)
     return app
 
 

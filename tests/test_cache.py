@@ -62,8 +62,7 @@ async def cached_client(
     aiohttp_client: AiohttpClient, cache_settings: Settings, recorder: CommandRecorder
 ) -> Client:
     app = create_app(cache_settings)
-    listeners: list[Any] = [recorder]
-    app[MONGO_LISTENERS] = listeners
+    app[MONGO_LISTENERS].append(recorder)
     return await ready_client(aiohttp_client, app)
 
 

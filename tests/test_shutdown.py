@@ -85,6 +85,12 @@ async def test_sigterm_drains_then_exits_0_without_failing_started_requests(
             assert created.status == 201
             path = f"{server.base}/users/{(await created.json())['id']}"
 
+        async with session.get(path) as read:
+            assert read.status == 200
+        async with session.get(f"{server.base}/metrics") as scraped:
+            assert scraped.status == 200
+            assert "http_requests_total" in await scraped.text()
+
         results: list[tuple[float, int | str]] = []
         stop = asyncio.Event()
 

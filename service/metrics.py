@@ -1,0 +1,377 @@
+"""Metrics: an aioprometheus registry per app, the request middleware, and GET /metrics.
+
+Several gunicorn workers are several processes, and aioprometheus keeps values in one
+process (claws/aioprometheus#89). So, when `metrics.directory` is set (gunicorn sets it),
+every update is also written into this worker's memory-mapped sample file in that
+directory: a plain memory write, no system call, visible to the other workers at once.
+A scrape, answered by whichever worker, sums every file into a fresh registry and
+renders that: counters and histograms are exact totals over all workers at that instant.
+When a worker dies, gunicorn's `child_exit` hook folds its counters and histograms into
+an archive file (totals never go backwards) and drops its gauges (they described a
+process that is gone). Without a directory (`python -m service`, tests) the app's own
+registry is rendered directly.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import fcntl
+import json
+import mmap
+import os
+import struct
+import threading
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from aioprometheus import histogram as aioprometheus_histogram
+from aioprometheus.collectors import Counter, Gauge, Histogram, Registry
+from aioprometheus.renderer import render
+
+from service.config import SETTINGS
+from service.db import CommandListener
+from service.logs import route_label
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# A service answering in 1-500 ms: resolution where it lives, and a tail for trouble.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    name: str
+    kind: str  # counter | gauge | histogram
+    doc: str
+    per_process: bool = False  # gauges that describe one live process (labelled by pid)
+
+
+SPECS = (
+    Spec("http_requests_total", "counter", "Requests answered, by method, route and status."),
+    Spec("http_request_duration_seconds", "histogram", "Time to answer a request."),
+    Spec("http_requests_in_progress", "gauge", "Requests being handled now."),
+    Spec("cache_hits_total", "counter", "Response cache hits, by cache."),
+    Spec("cache_misses_total", "counter", "Response cache misses, by cache."),
+    Spec("cache_errors_total", "counter", "Cache calls that failed or timed out, by cache."),
+    Spec("cache_invalidations_total", "counter", "Entries retired by writes, by cache."),
+    Spec("db_operation_duration_seconds", "histogram", "MongoDB command time, by outcome."),
+    Spec("db_retries_total", "counter", "Database calls retried, by operation and error."),
+    Spec("process_resident_memory_bytes", "gauge", "Resident memory.", True),
+    Spec("process_cpu_seconds_total", "gauge", "CPU time used (user + system).", True),
+    Spec("process_open_fds", "gauge", "Open file descriptors.", True),
+    Spec("process_start_time_seconds", "gauge", "Start time, seconds since the epoch.", True),
+)
+_SPEC = {spec.name: spec for spec in SPECS}
+_CACHE_COUNTERS = {
+    "hit": "cache_hits_total",
+    "miss": "cache_misses_total",
+    "error": "cache_errors_total",
+    "invalidation": "cache_invalidations_total",
+}
+
+
+# --- the per-worker sample file ----------------------------------------------------------
+# Layout: 8-byte header (bytes used), then records: key length (4 bytes), the key (JSON,
+# padded to 8), the value (float64). A record is complete before the header counts it.
+_HEADER = struct.Struct("<Q")
+_LENGTH = struct.Struct("<I")
+_VALUE = struct.Struct("<d")
+_INITIAL_SIZE = 1 << 20
+
+
+def _encode_key(name: str, labels: Mapping[str, str], part: str = "") -> str:
+    return json.dumps([name, part, sorted(labels.items())], separators=(",", ":"))
+
+
+class SampleFile:
+    """One process's values, memory-mapped so other processes read them without asking."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        size = max(os.fstat(self._fd).st_size, _INITIAL_SIZE)
+        os.ftruncate(self._fd, size)
+        self._map = mmap.mmap(self._fd, size)
+        self._offsets: dict[str, int] = {}
+        self._used = _HEADER.unpack_from(self._map, 0)[0] or _HEADER.size
+        for key, offset in _records(self._map, self._used):
+            self._offsets[key] = offset
+
+    def add(self, key: str, delta: float) -> None:
+        offset = self._offsets.get(key) or self._append(key)
+        _VALUE.pack_into(self._map, offset, _VALUE.unpack_from(self._map, offset)[0] + delta)
+
+    def set(self, key: str, value: float) -> None:
+        offset = self._offsets.get(key) or self._append(key)
+        _VALUE.pack_into(self._map, offset, value)
+
+    def _append(self, key: str) -> int:
+        encoded = key.encode()
+        padded = len(encoded) + (-(len(encoded) + _LENGTH.size) % 8)
+        needed = _LENGTH.size + padded + _VALUE.size
+        if self._used + needed > len(self._map):
+            self._map.resize(2 * len(self._map) + needed)
+        _LENGTH.pack_into(self._map, self._used, len(encoded))
+        start = self._used + _LENGTH.size
+        self._map[start : start + len(encoded)] = encoded
+        offset = start + padded
+        _VALUE.pack_into(self._map, offset, 0.0)
+        self._used = offset + _VALUE.size
+        _HEADER.pack_into(self._map, 0, self._used)
+        self._offsets[key] = offset
+        return offset
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+
+def _records(buffer: Any, used: int) -> Iterator[tuple[str, int]]:
+    position = _HEADER.size
+    while position + _LENGTH.size <= used:
+        (length,) = _LENGTH.unpack_from(buffer, position)
+        start = position + _LENGTH.size
+        key = bytes(buffer[start : start + length]).decode()
+        offset = start + length + (-(length + _LENGTH.size) % 8)
+        yield key, offset
+        position = offset + _VALUE.size
+
+
+def read_samples(path: Path) -> dict[str, float]:
+    """Every key and value in a sample file, read without mapping it for writing."""
+    data = path.read_bytes()
+    if len(data) < _HEADER.size:
+        return {}
+    used = min(_HEADER.unpack_from(data, 0)[0], len(data))
+    return {key: _VALUE.unpack_from(data, offset)[0] for key, offset in _records(data, used)}
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path, exclusive: bool) -> Iterator[None]:
+    """Scrapes read under a shared lock; folding a dead worker's file takes it exclusively."""
+    with (directory / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+
+
+def prepare_directory(directory: Path) -> None:
+    """Start a server's life with an empty directory (called once, by the gunicorn master)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in directory.glob("*.samples"):
+        path.unlink()
+
+
+def retire_worker(directory: Path, pid: int) -> None:
+    """Fold a dead worker's counters and histograms into the archive; drop its gauges."""
+    path = directory / f"worker-{pid}.samples"
+    if not path.exists():
+        return
+    with _directory_lock(directory, exclusive=True):
+        archive = SampleFile(directory / "archive.samples")
+        try:
+            for key, value in read_samples(path).items():
+                if _SPEC[json.loads(key)[0]].kind != "gauge":
+                    archive.add(key, value)
+        finally:
+            archive.close()
+        path.unlink()
+
+
+def merged_samples(directory: Path) -> dict[str, float]:
+    totals: dict[str, float] = defaultdict(float)
+    with _directory_lock(directory, exclusive=False):
+        for path in directory.glob("*.samples"):
+            for key, value in read_samples(path).items():
+                totals[key] += value
+    return totals
+
+
+# --- the metrics a process records -------------------------------------------------------
+
+
+def _new_collectors(registry: Registry) -> dict[str, Any]:
+    collectors: dict[str, Any] = {}
+    for spec in SPECS:
+        if spec.kind == "counter":
+            collectors[spec.name] = Counter(spec.name, spec.doc, registry=registry)
+        elif spec.kind == "gauge":
+            collectors[spec.name] = Gauge(spec.name, spec.doc, registry=registry)
+        else:
+            collectors[spec.name] = Histogram(
+                spec.name, spec.doc, registry=registry, buckets=LATENCY_BUCKETS
+            )
+    return collectors
+
+
+class Metrics:
+    """The app's metrics. Thread-safe: database events arrive on driver threads."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.registry = Registry()
+        self._collectors = _new_collectors(self.registry)
+        self._lock = threading.Lock()
+        self._pid = str(os.getpid())
+        self._file = (
+            SampleFile(directory / f"worker-{self._pid}.samples") if directory is not None else None
+        )
+        self.directory = directory
+
+    def _count(self, name: str, labels: dict[str, str], delta: float = 1.0) -> None:
+        with self._lock:
+            self._collectors[name].add(labels, delta)
+            if self._file is not None:
+                self._file.add(_encode_key(name, labels), delta)
+
+    def _set(self, name: str, labels: dict[str, str], value: float) -> None:
+        with self._lock:
+            self._collectors[name].set(labels, value)
+            if self._file is not None:
+                self._file.set(_encode_key(name, labels), value)
+
+    def _observe(self, name: str, labels: dict[str, str], value: float) -> None:
+        with self._lock:
+            self._collectors[name].observe(labels, value)
+            if self._file is not None:
+                index = bisect.bisect_left(LATENCY_BUCKETS, value)
+                bucket = str(LATENCY_BUCKETS[index]) if index < len(LATENCY_BUCKETS) else "+Inf"
+                self._file.add(_encode_key(name, labels, bucket), 1.0)
+                self._file.add(_encode_key(name, labels, "sum"), value)
+                self._file.add(_encode_key(name, labels, "count"), 1.0)
+
+    def request_started(self, method: str, route: str) -> None:
+        self._count("http_requests_in_progress", {"method": method, "route": route})
+
+    def request_finished(self, method: str, route: str, status: int, seconds: float) -> None:
+        labels = {"method": method, "route": route}
+        self._count("http_requests_in_progress", labels, -1.0)
+        self._count("http_requests_total", {**labels, "status": str(status)})
+        self._observe("http_request_duration_seconds", labels, seconds)
+
+    def cache_event(self, cache: str, event: str) -> None:
+        self._count(_CACHE_COUNTERS[event], {"cache": cache})
+
+    def retry(self, operation: str, error_class: str) -> None:
+        self._count("db_retries_total", {"operation": operation, "error_class": error_class})
+
+    def db_operation(self, operation: str, outcome: str, seconds: float) -> None:
+        labels = {"operation": operation, "outcome": outcome}
+        self._observe("db_operation_duration_seconds", labels, seconds)
+
+    def sample_process(self) -> None:
+        labels = {"pid": self._pid} if self._file is not None else {}
+        for name, value in process_stats().items():
+            self._set(name, labels, value)
+
+    def render(self, accepts: list[str]) -> tuple[bytes, dict[str, str]]:
+        self.sample_process()
+        registry = self.registry if self.directory is None else _merged_registry(self.directory)
+        content, headers = render(registry, accepts)
+        return content, dict(headers)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _merged_registry(directory: Path) -> Registry:
+    registry = Registry()
+    collectors = _new_collectors(registry)
+    histograms: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for key, value in merged_samples(directory).items():
+        name, part, pairs = json.loads(key)
+        labels = dict(pairs)
+        if _SPEC[name].kind == "histogram":
+            histograms[(name, json.dumps(pairs))][part] = value
+        else:
+            collectors[name].set(labels, value)
+    for (name, pairs), parts in histograms.items():
+        merged = aioprometheus_histogram.Histogram(*LATENCY_BUCKETS)
+        running = 0.0
+        for bound in LATENCY_BUCKETS:
+            running += parts.get(str(bound), 0.0)
+            merged.buckets[bound] = int(running)
+        merged.observations = int(parts.get("count", 0.0))
+        merged.sum = parts.get("sum", 0.0)
+        collectors[name].set_value(dict(json.loads(pairs)), merged)
+    return registry
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def process_stats() -> dict[str, float]:
+    """This process, read from /proc (Linux), named as Prometheus's process collector does."""
+    with open("/proc/self/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    with open("/proc/stat", encoding="ascii") as handle:
+        boot = next(float(line.split()[1]) for line in handle if line.startswith("btime"))
+    return {
+        "process_cpu_seconds_total": (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS,
+        "process_resident_memory_bytes": float(int(fields[21]) * _PAGE_SIZE),
+        "process_start_time_seconds": boot + int(fields[19]) / _CLOCK_TICKS,
+        "process_open_fds": float(len(os.listdir("/proc/self/fd"))),
+    }
+
+
+class DatabaseTimer(CommandListener):
+    """Times every MongoDB command through the driver's monitoring events."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def started(self, event: Any) -> None:
+        return None
+
+    def succeeded(self, event: Any) -> None:
+        self._metrics.db_operation(event.command_name, "ok", event.duration_micros / 1e6)
+
+    def failed(self, event: Any) -> None:
+        self._metrics.db_operation(event.command_name, "error", event.duration_micros / 1e6)
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by route template (never the raw path)."""
+    if request.path == "/metrics":
+        return await handler(request)
+    metrics = request.app[METRICS]
+    method = request.method if request.method in KNOWN_METHODS else "OTHER"
+    route = route_label(request)
+    metrics.request_started(method, route)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:
+        status = error.status
+        raise
+    else:
+        status = response.status
+    finally:
+        metrics.request_finished(method, route, status, time.perf_counter() - started)
+    return response
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    content, headers = request.app[METRICS].render(request.headers.getall("Accept", []))
+    return web.Response(body=content, headers=headers)
+
+
+async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    app[METRICS].close()
+
+
+def create_metrics(app: web.Application) -> Metrics:
+    directory = app[SETTINGS].metrics.directory
+    return Metrics(Path(directory) if directory else None)

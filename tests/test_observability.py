@@ -1,0 +1,278 @@
+"""Metrics (single process and summed over gunicorn workers) and structured logs."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from service.app import create_app
+from service.config import Settings, load_settings
+from service.logs import JsonFormatter
+from tests.conftest import AiohttpClient, Client, FailPoint, ready_client
+from tests.servers import MongoServer, RedisServer, free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[1]
+_SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>.*)\})? (?P<value>\S+)")
+
+
+def parse(text: str) -> list[tuple[str, dict[str, str], float]]:
+    samples = []
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group("labels") or ""))
+        samples.append((match.group("name"), labels, float(match.group("value"))))
+    return samples
+
+
+def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    return sum(
+        value for sample, have, value in samples
+        if sample == name and all(have.get(k) == v for k, v in labels.items())
+    )  # fmt: skip
+
+
+async def scrape(client: Client) -> list[tuple[str, dict[str, str], float]]:
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.content_type == "text/plain"
+    return parse(await response.text())
+
+
+async def test_request_metrics_use_route_templates_and_skip_metrics(client: Client) -> None:
+    for _ in range(3):
+        assert (await client.get("/users/nobody")).status == 404
+    for index in range(20):
+        await client.get(f"/random/path/{index}")
+    await client.get("/metrics")
+    samples = await scrape(client)
+    assert total(samples, "http_requests_total", method="GET", route="/users/{user_id}",
+                 status="404") == 3  # fmt: skip
+    unmatched = [
+        s for s in samples if s[0] == "http_requests_total" and s[1]["route"] == "<unmatched>"
+    ]
+    assert len(unmatched) == 1  # 20 different paths, one series
+    assert unmatched[0][2] == 20
+    assert total(samples, "http_requests_total", route="/metrics") == 0
+    assert total(samples, "http_request_duration_seconds_count", route="/users/{user_id}") == 3
+    assert total(samples, "http_requests_in_progress") == 0
+    buckets = {s[1]["le"] for s in samples if s[0] == "http_request_duration_seconds_bucket"}
+    assert {"0.001", "0.5", "+Inf"} <= buckets
+
+
+async def test_domain_and_process_metrics(
+    client: Client, fail_point: FailPoint, settings: Settings
+) -> None:
+    created = await client.post("/users", json={"name": "A", "email": "a@example.com"})
+    user_id = (await created.json())["id"]
+    await fail_point.arm({"times": 1}, failCommands=["find"], errorCode=9001,
+                         appName=settings.mongo.app_name)  # fmt: skip
+    assert (await client.get(f"/users/{user_id}")).status == 200
+    samples = await scrape(client)
+    assert total(samples, "db_retries_total", error_class="OperationFailure") == 1
+    assert (
+        total(samples, "db_operation_duration_seconds_count", operation="insert", outcome="ok") >= 1
+    )
+    assert (
+        total(samples, "db_operation_duration_seconds_count", operation="find", outcome="error")
+        == 1
+    )
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds_total",
+                 "process_open_fds", "process_start_time_seconds"):  # fmt: skip
+        assert total(samples, name) > 0, name
+
+
+async def test_cache_metrics(aiohttp_client: AiohttpClient, settings: Settings) -> None:
+    cached = dataclasses.replace(
+        settings, cache=dataclasses.replace(settings.cache, backend="memory")
+    )
+    client = await ready_client(aiohttp_client, create_app(cached))
+    user = await (await client.post("/users", json={"name": "A", "email": "a@example.com"})).json()
+    for _ in range(3):
+        await client.get(f"/users/{user['id']}")
+    await client.patch(f"/users/{user['id']}", json={"name": "B"})
+    samples = await scrape(client)
+    assert total(samples, "cache_misses_total", cache="user") == 1
+    assert total(samples, "cache_hits_total", cache="user") == 2
+    assert total(samples, "cache_invalidations_total", cache="user") == 1
+
+
+@pytest.mark.parametrize("accept", ["", "text/plain", "application/vnd.google.protobuf", "*/*"])
+async def test_prometheus_content_negotiation(client: Client, accept: str) -> None:
+    """aioprometheus negotiates; Prometheus dropped its binary format, so text it is."""
+    response = await client.get("/metrics", headers={"Accept": accept} if accept else {})
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "# TYPE http_requests_total counter" in await response.text()
+
+
+async def test_access_log_lines_are_structured(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        response = await client.get("/users/nobody", headers={"X-Request-ID": "req-42"})
+        await client.get("/metrics")
+    assert response.status == 404
+    lines = [r for r in caplog.records if r.name == "service.access"]
+    assert len(lines) == 1  # the scrape is not logged
+    record = lines[0]
+    entry = json.loads(JsonFormatter().format(record))
+    assert {k: entry[k] for k in ("method", "route", "status", "request_id")} == {
+        "method": "GET", "route": "/users/{user_id}", "status": 404, "request_id": "req-42",
+    }  # fmt: skip
+    assert entry["duration_ms"] >= 0
+    assert entry["remote"] == "127.0.0.1"
+
+
+async def test_forwarded_for_is_believed_only_from_trusted_proxies(
+    aiohttp_client: AiohttpClient, test_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    forwarded = {"X-Forwarded-For": "203.0.113.9, 10.0.0.7"}
+    remotes = []
+    for trusted in ("", "127.0.0.1,10.0.0.0/8"):
+        client = await aiohttp_client(
+            create_app(load_settings({**test_env, "TRUSTED_PROXIES": trusted}))
+        )
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="service.access"):
+            await client.get("/health/live", headers=forwarded)
+        access = next(r for r in caplog.records if r.name == "service.access")
+        remotes.append(access.__dict__["remote"])
+    assert remotes == ["127.0.0.1", "203.0.113.9"]
+
+
+async def test_secrets_never_reach_logs_or_bodies(
+    aiohttp_client: AiohttpClient, test_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    env = {
+        **test_env,
+        "MONGO_URL": f"mongodb://app:mongo-s3cret@127.0.0.1:{free_port()}/?directConnection=true",
+        "REDIS_URL": f"redis://:redis-s3cret@127.0.0.1:{free_port()}/0",
+        "CACHE_BACKEND": "redis",
+    }
+    with caplog.at_level(logging.DEBUG):
+        client = await aiohttp_client(create_app(load_settings(env)))
+        paths = ("/health/ready", "/users/someone", "/orders/x", "/metrics")
+        bodies = [await (await client.get(path)).text() for path in paths]
+        await asyncio.sleep(0.6)  # let the background index task fail and log once more
+    text = "\n".join(bodies) + "\n".join(
+        f"{record.getMessage()} {record.__dict__}" for record in caplog.records
+    )
+    assert "s3cret" not in text
+    assert any(r.name == "service.cache" for r in caplog.records)  # it did log, just not that
+
+
+def _json_log_line_of_a_request(test_env: dict[str, str], tmp_path: Path) -> dict[str, object]:
+    port = free_port()
+    env = {**os.environ, **test_env, "PORT": str(port), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+    log = tmp_path / "service.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for_port(port, process=process)
+        subprocess.run(["python3", "-c", f"import urllib.request as u; u.urlopen('http://127.0.0.1:{port}/health/live')"],
+                       check=True, timeout=10)  # fmt: skip
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    access: list[dict[str, object]] = [
+        line for line in lines if line.get("logger") == "service.access"
+    ]
+    assert access, log.read_text()
+    return access[0]
+
+
+def test_production_style_logs_are_one_json_object_per_line(
+    test_env: dict[str, str], tmp_path: Path
+) -> None:
+    entry = _json_log_line_of_a_request(test_env, tmp_path)
+    assert entry["route"] == "/health/live"
+    assert entry["status"] == 200
+    assert len(str(entry["request_id"])) == 32
+
+
+@pytest.fixture
+def gunicorn_two_workers(
+    mongo_server: MongoServer, redis_server: RedisServer, test_env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    env = {**os.environ, **test_env, "PORT": str(port), "WEB_CONCURRENCY": "2",
+           "CACHE_BACKEND": "redis", "REDIS_URL": redis_server.url,
+           "METRICS_DIR": str(tmp_path / "metrics"), "SHUTDOWN_DRAIN_SECONDS": "0.5"}  # fmt: skip
+    with (tmp_path / "gunicorn.log").open("wb") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for_port(port, process=process)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _worker_pids(master: int) -> list[int]:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+async def test_gunicorn_scrapes_add_up_over_workers_and_restarts(
+    gunicorn_two_workers: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    base, master = gunicorn_two_workers
+    # force_close: a new connection per request, so the kernel spreads them over workers.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+        for _ in range(100):
+            async with http.get(f"{base}/health/ready") as ready:
+                if ready.status == 200:
+                    break
+            await asyncio.sleep(0.1)
+        async with http.post(f"{base}/users", json={"name": "A", "email": "a@example.com"}) as r:
+            path = f"{base}/users/{(await r.json())['id']}"
+
+        async def count() -> tuple[float, set[str]]:
+            async with http.get(f"{base}/metrics") as response:
+                samples = parse(await response.text())
+            pids = {s[1]["pid"] for s in samples if s[0] == "process_start_time_seconds"}
+            return total(samples, "http_requests_total", route="/users/{user_id}"), pids
+
+        sent = 0
+        for _ in range(3):
+            await asyncio.gather(*(http.get(path) for _ in range(20)))
+            sent += 20
+            seen_pids: set[str] = set()
+            for _ in range(6):
+                counted, pids = await count()
+                assert counted == sent
+                seen_pids |= pids
+        assert len(seen_pids) == 2  # both workers published and were summed
+
+        victim = _worker_pids(master.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while victim in _worker_pids(master.pid) or len(_worker_pids(master.pid)) < 2:
+            assert time.monotonic() < deadline, "gunicorn did not replace the worker"
+            await asyncio.sleep(0.2)
+        for _ in range(6):
+            counted, pids = await count()
+            assert counted == sent  # the dead worker's requests are still counted
+            assert str(victim) not in pids  # but its process gauges are gone
+        async with http.get(f"{base}/health/ready") as ready:
+            assert ready.status == 200
