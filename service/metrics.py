@@ -14,6 +14,7 @@ registry is rendered directly.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import contextlib
 import fcntl
@@ -367,9 +368,27 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=content, headers=headers)
 
 
+PROCESS_SAMPLE_SECONDS = 5.0
+
+
+async def _sample_process_forever(metrics: Metrics) -> None:
+    """Keep this worker's process gauges fresh for scrapes answered by its siblings."""
+    while True:
+        metrics.sample_process()
+        await asyncio.sleep(PROCESS_SAMPLE_SECONDS)
+
+
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    metrics = app[METRICS]
+    sampler = None
+    if metrics.directory is not None:
+        sampler = asyncio.create_task(_sample_process_forever(metrics), name="process-metrics")
     yield
-    app[METRICS].close()
+    if sampler is not None:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+    metrics.close()
 
 
 def create_metrics(app: web.Application) -> Metrics:
