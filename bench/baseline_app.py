@@ -1,0 +1,24 @@
+"""The baseline: bare aiohttp answering GET /users/{user_id} with a fixed JSON body.
+
+Same worker class as the service, a body of the service's typical size (BODY_BYTES), and
+nothing else: the ceiling the service is measured against.
+"""
+
+from __future__ import annotations
+
+import os
+
+from aiohttp import web
+
+
+def create_app() -> web.Application:
+    size = int(os.environ.get("BODY_BYTES", "1100"))
+    filler = max(0, size - len('{"user":{},"orders":[],"pad":""}'))
+    body = ('{"user":{},"orders":[],"pad":"' + "x" * filler + '"}').encode()
+
+    async def get_user(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/users/{user_id}", get_user)
+    return app

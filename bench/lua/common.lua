@@ -1,0 +1,22 @@
+-- Shared by every scenario: load ids, and report the results as one JSON line.
+local M = {}
+
+function M.load_ids(path, limit)
+  local ids = {}
+  for line in io.lines(path) do
+    ids[#ids + 1] = line
+    if limit and #ids >= limit then break end
+  end
+  return ids
+end
+
+function M.report(summary, latency)
+  local errors = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, ' ..
+    '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    errors.connect, errors.read, errors.write, errors.status, errors.timeout))
+end
+
+return M

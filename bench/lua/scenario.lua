@@ -1,0 +1,33 @@
+-- One script for every scenario, chosen by environment variables:
+--   BENCH_IDS   file of user ids, one per line     BENCH_HOT   use only the first N ids
+--   BENCH_WRITE_PERCENT  share of POST /users/{id}/orders (0 = reads only, 100 = writes only)
+--   BENCH_TOKEN bearer token for writes
+package.path = os.getenv("BENCH_LUA_DIR") .. "/?.lua;" .. package.path
+local common = require("common")
+
+local hot = tonumber(os.getenv("BENCH_HOT") or "0")
+local ids = common.load_ids(os.getenv("BENCH_IDS"), hot > 0 and hot or nil)
+local write_percent = tonumber(os.getenv("BENCH_WRITE_PERCENT") or "0")
+local token = os.getenv("BENCH_TOKEN") or ""
+local order = '{"amount": 1999, "currency": "EUR", "items": [{"sku": "BENCH-1", "quantity": 2}]}'
+local write_headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}
+
+function setup(thread)
+  thread:set("seed", math.random(1, 1000000))
+end
+
+function init(args)
+  math.randomseed(seed)
+end
+
+function request()
+  local id = ids[math.random(1, #ids)]
+  if math.random(1, 100) <= write_percent then
+    return wrk.format("POST", "/users/" .. id .. "/orders", write_headers, order)
+  end
+  return wrk.format("GET", "/users/" .. id)
+end
+
+function done(summary, latency, requests)
+  common.report(summary, latency)
+end
