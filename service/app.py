@@ -13,30 +13,27 @@ from collections.abc import AsyncIterator
 import orjson
 from aiohttp import web
 
-from service.auth import TOKENS, TokenVerifier, auth_middleware
+from service.auth import TOKENS, TokenVerifier
 from service.cache import CACHE_STATS, RESPONSE_CACHE, CacheStats, cache_ctx
 from service.config import SETTINGS, ConfigError, Settings, load_settings
 from service.db import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
-from service.errors import error_middleware, request_id_middleware
 from service.handlers.openapi import OPENAPI_DOCUMENT
 from service.lifecycle import LIFECYCLE, Lifecycle
-from service.limits import IN_FLIGHT, InFlight, limits_middleware, parser_limits
+from service.limits import IN_FLIGHT, InFlight, parser_limits
 from service.logs import (
+    ACCESS_LOG,
     CLIENT_ADDRESS,
+    AccessLog,
     ClientAddress,
-    access_log_middleware,
+    RequestIds,
+    access_log_ctx,
     configure_logging,
 )
-from service.metrics import (
-    METRICS,
-    DatabaseTimer,
-    create_metrics,
-    metrics_ctx,
-    metrics_middleware,
-)
+from service.metrics import METRICS, DatabaseTimer, create_metrics, metrics_ctx
 from service.openapi import build_document
+from service.pipeline import PIPELINE, Pipeline, pipeline_middleware
 from service.repository import REPOSITORY, Repository
-from service.retry import RETRY_POLICY, RetryPolicy, deadline_middleware
+from service.retry import DEADLINES, RETRY_POLICY, Deadlines, RetryPolicy, deadlines_ctx
 from service.routes import ENDPOINTS, setup_routes
 
 MAX_BODY_BYTES = 64 * 1024
@@ -56,11 +53,6 @@ async def repository_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response, errors and 304s included: never let a browser sniff a content type."""
-    response.headers["X-Content-Type-Options"] = "nosniff"
-
-
 async def _mark_shutting_down(app: web.Application) -> None:
     """Servers that shut down without our drain (adev, plain run_app) still flip readiness."""
     app[LIFECYCLE].shutting_down = True
@@ -72,15 +64,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         handler_args=parser_limits(settings.server),
-        middlewares=[
-            request_id_middleware,
-            access_log_middleware,
-            metrics_middleware,
-            error_middleware,
-            limits_middleware,
-            auth_middleware,
-            deadline_middleware,
-        ],
+        middlewares=[pipeline_middleware],
     )
     app[SETTINGS] = settings
     app[LIFECYCLE] = Lifecycle()
@@ -92,9 +76,22 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[MONGO_LISTENERS] = listeners
     app[RETRY_POLICY] = RetryPolicy(settings.retry, settings.request.deadline_seconds)
     app[RETRY_POLICY].hooks.append(metrics.retry)
-    app.on_response_prepare.append(_security_headers)
     app[CACHE_STATS] = CacheStats(hooks=[metrics.cache_event])
-    app.cleanup_ctx.extend([metrics_ctx, mongo_ctx, cache_ctx, repository_ctx])
+    app[ACCESS_LOG] = AccessLog(settings.log)
+    app[DEADLINES] = Deadlines(settings.request.deadline_seconds)
+    app[PIPELINE] = Pipeline(
+        server=settings.server,
+        deadlines=app[DEADLINES],
+        request_ids=RequestIds(),
+        metrics=metrics,
+        access_log=app[ACCESS_LOG],
+        client_address=app[CLIENT_ADDRESS],
+        tokens=app[TOKENS],
+        in_flight=app[IN_FLIGHT],
+    )
+    app.cleanup_ctx.extend(
+        [access_log_ctx, deadlines_ctx, metrics_ctx, mongo_ctx, cache_ctx, repository_ctx]
+    )
     app.on_shutdown.append(_mark_shutting_down)
     app[OPENAPI_DOCUMENT] = orjson.dumps(build_document(ENDPOINTS))
     setup_routes(app)

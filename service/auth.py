@@ -12,7 +12,6 @@ import hmac
 from dataclasses import dataclass
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from service.config import AuthSettings
 from service.errors import Forbidden, Unauthorized
@@ -66,12 +65,11 @@ class TokenVerifier:
 TOKENS = web.AppKey("tokens", TokenVerifier)
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    verifier = request.app[TOKENS]
+def authorize(request: web.Request, verifier: TokenVerifier) -> None:
+    """Raise 401/403 unless the request may proceed; reads stay open unless configured."""
     needed = verifier.required_scope(request.method, request.path)
     if needed is None:
-        return await handler(request)
+        return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -90,4 +88,3 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             f"The bearer token lacks the {needed!r} scope.",
             headers={"WWW-Authenticate": f'{_CHALLENGE}, error="insufficient_scope"'},
         )
-    return await handler(request)

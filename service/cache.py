@@ -60,24 +60,36 @@ class Cached:
 
 
 class Backend(Protocol):
-    async def lookup(self, key: str) -> tuple[str, bytes | None]: ...
-    async def store(self, key: str, token: str, value: bytes, ttl: int) -> None: ...
+    in_process: bool  # cannot hang or fail like a network call: no timeout needed
+
+    async def lookup(self, key: str) -> tuple[str, Cached | None]: ...
+    async def store(self, key: str, token: str, value: Cached, ttl: int) -> None: ...
     async def bump(self, keys: list[str], ttl: int) -> None: ...
     async def close(self) -> None: ...
 
 
 class MemoryBackend:
-    """aiocache's SimpleMemoryCache: per process, so coherent only with a single worker."""
+    """aiocache's SimpleMemoryCache: per process, so coherent only with a single worker.
+
+    An entry is stored (unserialized) together with the generation token it was read
+    under, and is served only while that token is current: a lookup is one `multi_get`
+    of the token and the entry.
+    """
+
+    in_process = True
 
     def __init__(self) -> None:
         self._cache = SimpleMemoryCache(serializer=NullSerializer(), timeout=None)
 
-    async def lookup(self, key: str) -> tuple[str, bytes | None]:
-        token = await self._cache.get(f"{key}:gen") or "0"
-        return token, await self._cache.get(f"{key}:{token}")
+    async def lookup(self, key: str) -> tuple[str, Cached | None]:
+        token, entry = await self._cache.multi_get([f"{key}:gen", key])
+        token = token or "0"
+        if entry is not None and entry[0] == token:
+            return token, entry[1]
+        return token, None
 
-    async def store(self, key: str, token: str, value: bytes, ttl: int) -> None:
-        await self._cache.set(f"{key}:{token}", value, ttl=ttl)
+    async def store(self, key: str, token: str, value: Cached, ttl: int) -> None:
+        await self._cache.set(key, (token, value), ttl=ttl)
 
     async def bump(self, keys: list[str], ttl: int) -> None:
         await self._cache.multi_set([(f"{key}:gen", new_id()) for key in keys], ttl=ttl)
@@ -96,6 +108,8 @@ return {token, redis.call('GET', KEYS[2] .. token)}
 class RedisBackend:
     """aiocache's RedisCache (redis-py with hiredis), shared by every worker and instance."""
 
+    in_process = False
+
     def __init__(self, url: str, timeout_seconds: float) -> None:
         parts = urlsplit(url)
         self._cache = RedisCache(
@@ -110,13 +124,14 @@ class RedisBackend:
         )
         self._lookup = self._cache.client.register_script(_LOOKUP)
 
-    async def lookup(self, key: str) -> tuple[str, bytes | None]:
+    async def lookup(self, key: str) -> tuple[str, Cached | None]:
         result = await self._lookup(keys=[f"{key}:gen", f"{key}:"])
         token = result[0].decode()
-        return token, (result[1] if len(result) > 1 else None)
+        raw = result[1] if len(result) > 1 else None
+        return token, (None if raw is None else Cached.unpack(raw))
 
-    async def store(self, key: str, token: str, value: bytes, ttl: int) -> None:
-        await self._cache.set(f"{key}:{token}", value, ttl=ttl)
+    async def store(self, key: str, token: str, value: Cached, ttl: int) -> None:
+        await self._cache.set(f"{key}:{token}", value.pack(), ttl=ttl)
 
     async def bump(self, keys: list[str], ttl: int) -> None:
         await self._cache.multi_set([(f"{key}:gen", new_id()) for key in keys], ttl=ttl)
@@ -167,10 +182,10 @@ class ResponseCache:
         key = self.key(kind, ident)
         if self._undelivered and not await self._deliver():
             return await load()  # an invalidation is owed: never trust entries until it lands
-        found = await self._call(kind, self._backend.lookup(key))
+        found: tuple[str, Cached | None] | None = await self._call(kind, self._backend.lookup(key))
         if found is not None and found[1] is not None:
             self.stats.count(kind, HIT)
-            return Cached.unpack(found[1])
+            return found[1]
         self.stats.count(kind, MISS)
         flight = self._flights.get(key)
         if flight is not None:
@@ -187,7 +202,7 @@ class ResponseCache:
             self._flights.pop(key, None)
         flight.set_result(value)
         if found is not None:  # the token we read before loading, so a write wins the race
-            await self._call(kind, self._backend.store(key, found[0], value.pack(), self._ttl))
+            await self._call(kind, self._backend.store(key, found[0], value, self._ttl))
         return value
 
     async def invalidate(self, entries: Iterable[tuple[str, str]]) -> None:
@@ -212,8 +227,11 @@ class ResponseCache:
     async def _call(self, kind: str, operation: Awaitable[Any]) -> Any:
         """Run one backend call within the timeout; on failure count, warn (rarely), return None."""
         try:
-            async with asyncio.timeout(self._timeout):
+            if self._backend.in_process:
                 result = await operation
+            else:
+                async with asyncio.timeout(self._timeout):
+                    result = await operation
         except BACKEND_ERRORS as error:  # a failing cache degrades to a miss, never a 5xx
             self.stats.count(kind, ERROR)
             now = time.monotonic()

@@ -1,32 +1,23 @@
-"""Errors the service can answer with, and the one middleware that renders them.
+"""Errors the service can answer with, and `render_error`, which renders them.
 
 Every error leaves as `application/problem+json` (RFC 9457). Code below the handlers raises
-the classes here without knowing about HTTP; the middleware maps them to a status and
+the classes here without knowing about HTTP; the request pipeline maps them to a status and
 turns anything unexpected into a bare 500 whose details go to the log, never the client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
-import uuid
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
-from service.logs import request_id_var
 from service.responses import PROBLEM_JSON, raw_json_response
 
 log = logging.getLogger(__name__)
-
-REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-REQUEST_ID = web.RequestKey("request_id", str)
 
 
 class ServiceError(Exception):
@@ -137,40 +128,13 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
     return problem_response(exc.status, detail, headers=headers)
 
 
-def request_id_of(request: web.Request) -> str:
-    return str(request.get(REQUEST_ID, "-"))
-
-
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Tag the request, its log lines and its response with one id (reusing a sane incoming one)."""
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
-    request[REQUEST_ID] = request_id
-    token = request_id_var.set(request_id)
-    try:
-        response = await handler(request)
-    finally:
-        request_id_var.reset(token)
-    response.headers[REQUEST_ID_HEADER] = request_id
-    return response
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Render every failure as problem+json; log the unexpected ones with their request id."""
-    try:
-        return await handler(request)
-    except ServiceError as exc:
+def render_error(request: web.Request, error: Exception) -> web.Response:
+    """Any exception a handler raised, as problem+json; unexpected ones logged, not shown."""
+    if isinstance(error, ServiceError):
         return problem_response(
-            exc.status, exc.detail, type_=exc.slug, errors=exc.errors, headers=exc.headers
+            error.status, error.detail, type_=error.slug, errors=error.errors, headers=error.headers
         )
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _from_http_exception(exc)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return problem_response(500, "An unexpected error occurred; it has been logged.")
+    if isinstance(error, web.HTTPException):
+        return _from_http_exception(error)
+    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=error)
+    return problem_response(500, "An unexpected error occurred; it has been logged.")

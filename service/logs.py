@@ -6,18 +6,25 @@ cache warnings) logs it without being handed the request.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import ipaddress
+import itertools
 import logging
+import os
+import re
+import secrets
 import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import TextIO
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
-from service.config import SETTINGS, LogSettings
+from service.config import LogSettings
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -72,8 +79,34 @@ def configure_logging(settings: LogSettings) -> None:
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(settings.level)))
 
 
-access_log = logging.getLogger("service.access")
 UNMATCHED = "<unmatched>"
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIds:
+    """The id a request is known by: a sane incoming X-Request-ID, or a fresh one.
+
+    Fresh ids are a random per-process prefix and a counter (32 hex digits, like a
+    uuid4): unique across workers and restarts, without a system call per request.
+    """
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._prefix = ""
+        self._counter = itertools.count()
+
+    def fresh(self) -> str:
+        pid = os.getpid()
+        if pid != self._pid:  # a forked worker must not continue its parent's sequence
+            self._pid, self._prefix, self._counter = pid, secrets.token_hex(8), itertools.count()
+        return f"{self._prefix}{next(self._counter):016x}"
+
+    def of(self, request: web.Request) -> str:
+        incoming = request.headers.get(REQUEST_ID_HEADER)
+        if incoming is not None and _REQUEST_ID_RE.match(incoming):
+            return incoming
+        return self.fresh()
 
 
 def route_label(request: web.Request) -> str:
@@ -114,35 +147,92 @@ class ClientAddress:
 CLIENT_ADDRESS = web.AppKey("client_address", ClientAddress)
 
 
-@web.middleware
-async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One line per request, structured; /metrics scrapes are left out."""
-    if request.path == "/metrics" or not request.app[SETTINGS].log.access:
-        return await handler(request)
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-    except web.HTTPException as error:
-        status = error.status
-        raise
-    else:
-        status = response.status
-    finally:
-        route = route_label(request)
-        duration_ms = round((time.perf_counter() - started) * 1000, 2)
-        access_log.info(
-            "%s %s %d %.2fms",
-            request.method,
-            route,
-            status,
-            duration_ms,
-            extra={
-                "method": request.method,
+ACCESS_LOGGER = "service.access"
+FLUSH_SECONDS = 0.25
+FLUSH_LINES = 256
+
+
+class AccessLog:
+    """One line per request, encoded directly and written in batches.
+
+    Through `logging` (a LogRecord, a filter, a formatter, one write per line) an access
+    line cost a third of a cache hit in the benchmark. Here it is one orjson call and a
+    list append; `access_log_ctx` writes the batch every FLUSH_SECONDS, a full batch is
+    written at once, and shutdown writes the rest. The lines have the shape of every
+    other log line (JsonFormatter's keys, or TEXT_FORMAT), so log pipelines see no seam.
+    """
+
+    def __init__(self, settings: LogSettings, stream: TextIO | None = None) -> None:
+        self.enabled = settings.access and logging.getLevelName(settings.level) <= logging.INFO
+        self._json = settings.format == "json"
+        self.stream = stream  # None: sys.stderr at write time, like the logging handler
+        self._lines: list[str] = []
+        self._second = -1
+        self._stamp = ""
+
+    def _time(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            if self._json:
+                self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            else:
+                self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        millis = int((now - second) * 1000)
+        return f"{self._stamp}.{millis:03d}+00:00" if self._json else f"{self._stamp},{millis:03d}"
+
+    def record(
+        self, method: str, route: str, status: int, duration_ms: float, remote: str, rid: str
+    ) -> None:
+        stamp = self._time(time.time())
+        message = f"{method} {route} {status} {duration_ms:.2f}ms"
+        if self._json:
+            entry = {
+                "time": stamp,
+                "level": "INFO",
+                "logger": ACCESS_LOGGER,
+                "message": message,
+                "request_id": rid,
+                "method": method,
                 "route": route,
                 "status": status,
                 "duration_ms": duration_ms,
-                "remote": request.app[CLIENT_ADDRESS].of(request),
-            },
-        )
-    return response
+                "remote": remote,
+            }
+            self._lines.append(orjson.dumps(entry).decode())
+        else:
+            self._lines.append(f"{stamp} INFO    {ACCESS_LOGGER} [{rid}] {message} {remote}")
+        if len(self._lines) >= FLUSH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        text = "\n".join(self._lines) + "\n"
+        self._lines.clear()
+        stream = self.stream or sys.stderr
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):  # a closed or full stderr must not fail requests
+            pass
+
+
+ACCESS_LOG = web.AppKey("access_log", AccessLog)
+
+
+async def access_log_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: write batched access lines every FLUSH_SECONDS; the rest at shutdown."""
+    access = app[ACCESS_LOG]
+
+    async def flush_forever() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            access.flush()
+
+    flusher = asyncio.create_task(flush_forever(), name="access-log")
+    yield
+    flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flusher
+    access.flush()

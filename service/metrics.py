@@ -8,8 +8,9 @@ A scrape, answered by whichever worker, sums every file into a fresh registry an
 renders that: counters and histograms are exact totals over all workers at that instant.
 When a worker dies, gunicorn's `child_exit` hook folds its counters and histograms into
 an archive file (totals never go backwards) and drops its gauges (they described a
-process that is gone). Without a directory (`python -m service`, tests) the app's own
-registry is rendered directly.
+process that is gone). Without a directory (`python -m service`, tests) the same samples
+live in a dict. Either way a scrape builds an aioprometheus registry from the samples and
+renders it, so recording a request costs a few additions and nothing more.
 """
 
 from __future__ import annotations
@@ -196,6 +197,147 @@ def merged_samples(directory: Path) -> dict[str, float]:
 # --- the metrics a process records -------------------------------------------------------
 
 
+class MemorySamples:
+    """The sample store when there is no directory: the same keys, in a plain dict."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = defaultdict(float)
+
+    def add(self, key: str, delta: float) -> None:
+        self.values[key] += delta
+
+    def set(self, key: str, value: float) -> None:
+        self.values[key] = value
+
+    def close(self) -> None:
+        return None
+
+
+class Metrics:
+    """The app's metrics. Thread-safe: database events arrive on driver threads.
+
+    Recording is a few additions to a sample store under encoded keys computed once per
+    label set: the request path pays no aioprometheus bookkeeping and no JSON encoding.
+    A scrape turns the samples into an aioprometheus registry and renders that.
+    """
+
+    def __init__(self, directory: Path | None) -> None:
+        self._lock = threading.Lock()
+        self._pid = str(os.getpid())
+        self._store: SampleFile | MemorySamples = (
+            SampleFile(directory / f"worker-{self._pid}.samples")
+            if directory is not None
+            else MemorySamples()
+        )
+        self.directory = directory
+        self._keys: dict[tuple[str, tuple[tuple[str, str], ...], str], str] = {}
+        self._request_keys: dict[tuple[str, str, int], _RequestKeys] = {}
+        self._started_keys: dict[tuple[str, str], str] = {}
+
+    def _key(self, name: str, labels: dict[str, str], part: str = "") -> str:
+        cache_key = (name, tuple(labels.items()), part)
+        key = self._keys.get(cache_key)
+        if key is None:
+            key = self._keys[cache_key] = _encode_key(name, labels, part)
+        return key
+
+    def _count(self, name: str, labels: dict[str, str], delta: float = 1.0) -> None:
+        key = self._key(name, labels)
+        with self._lock:
+            self._store.add(key, delta)
+
+    def _set(self, name: str, labels: dict[str, str], value: float) -> None:
+        key = self._key(name, labels)
+        with self._lock:
+            self._store.set(key, value)
+
+    def _observe(self, name: str, labels: dict[str, str], value: float) -> None:
+        index = bisect.bisect_left(LATENCY_BUCKETS, value)
+        bucket = _BUCKET_PARTS[index]
+        keys = [self._key(name, labels, part) for part in (bucket, "sum", "count")]
+        with self._lock:
+            self._store.add(keys[0], 1.0)
+            self._store.add(keys[1], value)
+            self._store.add(keys[2], 1.0)
+
+    def _keys_for_request(self, method: str, route: str, status: int) -> _RequestKeys:
+        found = self._request_keys.get((method, route, status))
+        if found is None:
+            labels = {"method": method, "route": route}
+            name = "http_request_duration_seconds"
+            found = _RequestKeys(
+                self._key("http_requests_in_progress", labels),
+                self._key("http_requests_total", {**labels, "status": str(status)}),
+                tuple(self._key(name, labels, part) for part in _BUCKET_PARTS),
+                self._key(name, labels, "sum"),
+                self._key(name, labels, "count"),
+            )
+            self._request_keys[(method, route, status)] = found
+        return found
+
+    def request_started(self, method: str, route: str) -> None:
+        key = self._started_keys.get((method, route))
+        if key is None:
+            key = self._key("http_requests_in_progress", {"method": method, "route": route})
+            self._started_keys[(method, route)] = key
+        with self._lock:
+            self._store.add(key, 1.0)
+
+    def request_finished(self, method: str, route: str, status: int, seconds: float) -> None:
+        """The hot path: five additions under keys computed once per (method, route, status)."""
+        keys = self._keys_for_request(method, route, status)
+        bucket = keys.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)]
+        store = self._store
+        with self._lock:
+            store.add(keys.in_progress, -1.0)
+            store.add(keys.total, 1.0)
+            store.add(bucket, 1.0)
+            store.add(keys.sum, seconds)
+            store.add(keys.count, 1.0)
+
+    def cache_event(self, cache: str, event: str) -> None:
+        self._count(_CACHE_COUNTERS[event], {"cache": cache})
+
+    def retry(self, operation: str, error_class: str) -> None:
+        self._count("db_retries_total", {"operation": operation, "error_class": error_class})
+
+    def db_operation(self, operation: str, outcome: str, seconds: float) -> None:
+        labels = {"operation": operation, "outcome": outcome}
+        self._observe("db_operation_duration_seconds", labels, seconds)
+
+    def sample_process(self) -> None:
+        labels = {"pid": self._pid} if self.directory is not None else {}
+        for name, value in process_stats().items():
+            self._set(name, labels, value)
+
+    def samples(self) -> dict[str, float]:
+        """Every sample this scrape should show: all workers' when there is a directory."""
+        if self.directory is not None:
+            return merged_samples(self.directory)
+        with self._lock:
+            return dict(self._store.values) if isinstance(self._store, MemorySamples) else {}
+
+    def render(self, accepts: list[str]) -> tuple[bytes, dict[str, str]]:
+        self.sample_process()
+        content, headers = render(registry_from(self.samples()), accepts)
+        return content, dict(headers)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _RequestKeys:
+    in_progress: str
+    total: str
+    buckets: tuple[str, ...]  # one per LATENCY_BUCKETS bound, then +Inf
+    sum: str
+    count: str
+
+
+_BUCKET_PARTS = (*(str(bound) for bound in LATENCY_BUCKETS), "+Inf")
+
+
 def _new_collectors(registry: Registry) -> dict[str, Any]:
     collectors: dict[str, Any] = {}
     for spec in SPECS:
@@ -210,87 +352,17 @@ def _new_collectors(registry: Registry) -> dict[str, Any]:
     return collectors
 
 
-class Metrics:
-    """The app's metrics. Thread-safe: database events arrive on driver threads."""
-
-    def __init__(self, directory: Path | None) -> None:
-        self.registry = Registry()
-        self._collectors = _new_collectors(self.registry)
-        self._lock = threading.Lock()
-        self._pid = str(os.getpid())
-        self._file = (
-            SampleFile(directory / f"worker-{self._pid}.samples") if directory is not None else None
-        )
-        self.directory = directory
-
-    def _count(self, name: str, labels: dict[str, str], delta: float = 1.0) -> None:
-        with self._lock:
-            self._collectors[name].add(labels, delta)
-            if self._file is not None:
-                self._file.add(_encode_key(name, labels), delta)
-
-    def _set(self, name: str, labels: dict[str, str], value: float) -> None:
-        with self._lock:
-            self._collectors[name].set(labels, value)
-            if self._file is not None:
-                self._file.set(_encode_key(name, labels), value)
-
-    def _observe(self, name: str, labels: dict[str, str], value: float) -> None:
-        with self._lock:
-            self._collectors[name].observe(labels, value)
-            if self._file is not None:
-                index = bisect.bisect_left(LATENCY_BUCKETS, value)
-                bucket = str(LATENCY_BUCKETS[index]) if index < len(LATENCY_BUCKETS) else "+Inf"
-                self._file.add(_encode_key(name, labels, bucket), 1.0)
-                self._file.add(_encode_key(name, labels, "sum"), value)
-                self._file.add(_encode_key(name, labels, "count"), 1.0)
-
-    def request_started(self, method: str, route: str) -> None:
-        self._count("http_requests_in_progress", {"method": method, "route": route})
-
-    def request_finished(self, method: str, route: str, status: int, seconds: float) -> None:
-        labels = {"method": method, "route": route}
-        self._count("http_requests_in_progress", labels, -1.0)
-        self._count("http_requests_total", {**labels, "status": str(status)})
-        self._observe("http_request_duration_seconds", labels, seconds)
-
-    def cache_event(self, cache: str, event: str) -> None:
-        self._count(_CACHE_COUNTERS[event], {"cache": cache})
-
-    def retry(self, operation: str, error_class: str) -> None:
-        self._count("db_retries_total", {"operation": operation, "error_class": error_class})
-
-    def db_operation(self, operation: str, outcome: str, seconds: float) -> None:
-        labels = {"operation": operation, "outcome": outcome}
-        self._observe("db_operation_duration_seconds", labels, seconds)
-
-    def sample_process(self) -> None:
-        labels = {"pid": self._pid} if self._file is not None else {}
-        for name, value in process_stats().items():
-            self._set(name, labels, value)
-
-    def render(self, accepts: list[str]) -> tuple[bytes, dict[str, str]]:
-        self.sample_process()
-        registry = self.registry if self.directory is None else _merged_registry(self.directory)
-        content, headers = render(registry, accepts)
-        return content, dict(headers)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-
-
-def _merged_registry(directory: Path) -> Registry:
+def registry_from(samples: Mapping[str, float]) -> Registry:
+    """An aioprometheus registry holding these samples (histograms rebuilt from buckets)."""
     registry = Registry()
     collectors = _new_collectors(registry)
     histograms: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
-    for key, value in merged_samples(directory).items():
+    for key, value in samples.items():
         name, part, pairs = json.loads(key)
-        labels = dict(pairs)
         if _SPEC[name].kind == "histogram":
             histograms[(name, json.dumps(pairs))][part] = value
         else:
-            collectors[name].set(labels, value)
+            collectors[name].set(dict(pairs), value)
     for (name, pairs), parts in histograms.items():
         merged = aioprometheus_histogram.Histogram(*LATENCY_BUCKETS)
         running = 0.0

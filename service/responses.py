@@ -26,6 +26,7 @@ def raw_json_response(
     content_type: str = JSON,
 ) -> web.Response:
     """A response from bytes that are already JSON (a cached body is served as-is)."""
-    response = web.Response(body=body, status=status, headers=headers)
-    response.content_type = content_type
-    return response
+    merged = {"Content-Type": content_type}
+    if headers:
+        merged.update(headers)
+    return web.Response(body=body, status=status, headers=merged)

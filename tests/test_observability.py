@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -17,10 +18,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from service.app import create_app
 from service.config import Settings, load_settings
-from service.logs import JsonFormatter
+from service.logs import ACCESS_LOG
 from tests.conftest import AiohttpClient, Client, FailPoint, ready_client
 from tests.servers import MongoServer, RedisServer, free_port, wait_for_port
 
@@ -120,38 +122,74 @@ async def test_prometheus_content_negotiation(client: Client, accept: str) -> No
     assert "# TYPE http_requests_total counter" in await response.text()
 
 
+async def _access_lines(client: Client) -> list[dict[str, object]]:
+    """What the app's access log has written, flushed now rather than at the next tick."""
+    app = client.app
+    assert app is not None
+    access = app[ACCESS_LOG]
+    assert isinstance(access.stream, io.StringIO)
+    access.flush()
+    return [json.loads(line) for line in access.stream.getvalue().splitlines()]
+
+
+def _json_log_app(settings: Settings) -> web.Application:
+    app = create_app(
+        dataclasses.replace(
+            settings, log=dataclasses.replace(settings.log, format="json", level="INFO")
+        )
+    )
+    app[ACCESS_LOG].stream = io.StringIO()
+    return app
+
+
 async def test_access_log_lines_are_structured(
-    client: Client, caplog: pytest.LogCaptureFixture
+    aiohttp_client: AiohttpClient, settings: Settings
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="service.access"):
-        response = await client.get("/users/nobody", headers={"X-Request-ID": "req-42"})
-        await client.get("/metrics")
+    client = await aiohttp_client(_json_log_app(settings))
+    response = await client.get("/users/nobody", headers={"X-Request-ID": "req-42"})
+    await client.get("/metrics")
     assert response.status == 404
-    lines = [r for r in caplog.records if r.name == "service.access"]
+    lines = await _access_lines(client)
     assert len(lines) == 1  # the scrape is not logged
-    record = lines[0]
-    entry = json.loads(JsonFormatter().format(record))
-    assert {k: entry[k] for k in ("method", "route", "status", "request_id")} == {
-        "method": "GET", "route": "/users/{user_id}", "status": 404, "request_id": "req-42",
+    entry = lines[0]
+    keys = ("logger", "level", "method", "route", "status", "request_id")
+    assert {k: entry[k] for k in keys} == {
+        "logger": "service.access", "level": "INFO", "method": "GET", "route": "/users/{user_id}",
+        "status": 404, "request_id": "req-42",
     }  # fmt: skip
+    assert isinstance(entry["duration_ms"], float | int)
     assert entry["duration_ms"] >= 0
     assert entry["remote"] == "127.0.0.1"
+    assert entry["message"] == f"GET /users/{{user_id}} 404 {entry['duration_ms']:.2f}ms"
+    # The same timestamp form as every other JSON log line.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", str(entry["time"]))
+
+
+async def test_access_lines_are_written_in_batches_without_being_asked(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
+    app = _json_log_app(settings)
+    client = await aiohttp_client(app)
+    await client.get("/health/live")
+    stream = app[ACCESS_LOG].stream
+    assert isinstance(stream, io.StringIO)
+    for _ in range(40):  # the flusher writes every FLUSH_SECONDS
+        if stream.getvalue():
+            break
+        await asyncio.sleep(0.05)
+    assert '"route":"/health/live"' in stream.getvalue()
 
 
 async def test_forwarded_for_is_believed_only_from_trusted_proxies(
-    aiohttp_client: AiohttpClient, test_env: dict[str, str], caplog: pytest.LogCaptureFixture
+    aiohttp_client: AiohttpClient, test_env: dict[str, str]
 ) -> None:
     forwarded = {"X-Forwarded-For": "203.0.113.9, 10.0.0.7"}
     remotes = []
     for trusted in ("", "127.0.0.1,10.0.0.0/8"):
-        client = await aiohttp_client(
-            create_app(load_settings({**test_env, "TRUSTED_PROXIES": trusted}))
-        )
-        caplog.clear()
-        with caplog.at_level(logging.INFO, logger="service.access"):
-            await client.get("/health/live", headers=forwarded)
-        access = next(r for r in caplog.records if r.name == "service.access")
-        remotes.append(access.__dict__["remote"])
+        settings = load_settings({**test_env, "TRUSTED_PROXIES": trusted})
+        client = await aiohttp_client(_json_log_app(settings))
+        await client.get("/health/live", headers=forwarded)
+        remotes.append((await _access_lines(client))[0]["remote"])
     assert remotes == ["127.0.0.1", "203.0.113.9"]
 
 
