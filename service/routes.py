@@ -66,7 +66,10 @@ ENDPOINTS = (
 
 
 def setup_routes(app: web.Application) -> None:
-    app.add_routes(
-        [web.route(e.method, e.path, e.handler) for e in ENDPOINTS if e.method != "GET"]
-        + [web.get(e.path, e.handler, allow_head=False) for e in ENDPOINTS if e.method == "GET"]
-    )
+    """One resource per path, holding all its methods: a URL is matched once, not per method."""
+    resources: dict[str, web.Resource] = {}
+    for endpoint in ENDPOINTS:
+        resource = resources.get(endpoint.path)
+        if resource is None:
+            resource = resources[endpoint.path] = app.router.add_resource(endpoint.path)
+        resource.add_route(endpoint.method, endpoint.handler)
