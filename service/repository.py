@@ -156,7 +156,27 @@ class UsersRepository:
             raise Conflict("A user with this email already exists.") from None
 
     async def bump_version(self, user_id: str) -> bool:
-        return await self._apply_once({"_id": user_id}, {"$inc": {"version": 1}}) is not None
+        """Bump the version, once however often it is retried; False when there is no user.
+
+        An update_one, not a find_one_and_update: nothing is returned, and findAndModify
+        costs several times more (on SecantusDB seven times; on MongoDB it also records
+        a pre-image). The same `last_write` token makes a retry idempotent.
+        """
+        token = new_id()
+
+        async def attempt() -> bool:
+            users = self._mongo.users
+            result = await users.update_one(
+                {"_id": user_id, "last_write": {"$ne": token}},
+                {"$inc": {"version": 1}, "$set": {"last_write": token}},
+            )
+            if result.matched_count:
+                return True
+            return (
+                await users.find_one({"_id": user_id, "last_write": token}, {"_id": 1}) is not None
+            )
+
+        return await call_with_retries(self._policy, "users.update", attempt)
 
     async def _apply_once(self, query: Document, update: Document) -> Document | None:
         """find_one_and_update that a retry cannot apply twice.
