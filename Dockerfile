@@ -30,7 +30,7 @@ WORKDIR /app
 COPY config ./config
 COPY gunicorn.conf.py ./
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 # Only what the image has: Python's standard library, no curl.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request as r; r.urlopen('http://127.0.0.1:8000/health/live', timeout=2)"]

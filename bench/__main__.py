@@ -93,6 +93,7 @@ def _service_env(
         "CACHE_BACKEND": scenario.cache or "none",
         "API_TOKENS": TOKEN,
         "SHUTDOWN_DRAIN_SECONDS": "0",
+        "METRICS_PORT": str(free_port()),  # production serves /metrics on its own port
     }
     if scenario.cache == "memory" and workers > 1:
         env["CACHE_MEMORY_ACROSS_WORKERS"] = "true"  # reads only: no staleness to accept
@@ -105,6 +106,9 @@ def _start(
     if scenario.cache is None:
         command = [
             str(BIN / "gunicorn"),
+            # Its own config module: otherwise gunicorn would read the service's gunicorn.conf.py.
+            "--config",
+            "python:bench.baseline_app",
             "bench.baseline_app:create_app()",
             "--worker-class",
             "aiohttp.GunicornUVLoopWebWorker",

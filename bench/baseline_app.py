@@ -1,7 +1,9 @@
 """The baseline: bare aiohttp answering GET /users/{user_id} with a fixed JSON body.
 
 Same worker class as the service, a body of the service's typical size (BODY_BYTES), and
-nothing else: the ceiling the service is measured against.
+nothing else: the ceiling the service is measured against. gunicorn also reads this module
+as its config (`--config python:bench.baseline_app`); it sets nothing, so the command
+line holds every setting.
 """
 
 from __future__ import annotations

@@ -29,7 +29,13 @@ from service.logs import (
     access_log_ctx,
     configure_logging,
 )
-from service.metrics import METRICS, DatabaseTimer, create_metrics, metrics_ctx
+from service.metrics import (
+    METRICS,
+    DatabaseTimer,
+    create_metrics,
+    metrics_ctx,
+    metrics_server_ctx,
+)
 from service.openapi import build_document
 from service.pipeline import PIPELINE, Pipeline, pipeline_middleware
 from service.repository import REPOSITORY, Repository
@@ -90,7 +96,15 @@ def create_app(settings: Settings | None = None) -> web.Application:
         in_flight=app[IN_FLIGHT],
     )
     app.cleanup_ctx.extend(
-        [access_log_ctx, deadlines_ctx, metrics_ctx, mongo_ctx, cache_ctx, repository_ctx]
+        [
+            access_log_ctx,
+            deadlines_ctx,
+            metrics_ctx,
+            metrics_server_ctx,
+            mongo_ctx,
+            cache_ctx,
+            repository_ctx,
+        ]
     )
     app.on_shutdown.append(_mark_shutting_down)
     app[OPENAPI_DOCUMENT] = orjson.dumps(build_document(ENDPOINTS))

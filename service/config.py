@@ -103,6 +103,9 @@ class MetricsSettings:
     # Shared by gunicorn's workers so any of them can answer a scrape for all (see
     # service/metrics.py); empty = one process, nothing shared. gunicorn fills it in.
     directory: str = _key("METRICS_DIR", empty_ok=True)
+    # 0: /metrics is served with the API. Otherwise only on this port (same host), so the
+    # API's ingress never exposes it; gunicorn's workers share it with SO_REUSEPORT.
+    port: int = _key("METRICS_PORT", low=0, high=65535)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +205,10 @@ def load_settings(
     _check_timeouts(settings)
     _check_tokens(settings.auth)
     _check_networks(settings.log.trusted_proxies)
+    if settings.metrics.port == settings.server.port:
+        raise ConfigError(
+            f"metrics.port (METRICS_PORT): must differ from PORT ({settings.server.port}), or be 0"
+        )
     if environment == "production":
         _check_production(settings, env)
     return settings

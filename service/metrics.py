@@ -463,6 +463,31 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics.close()
 
 
+async def metrics_server_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: serve GET /metrics on `metrics.port` when it is set, apart from the API.
+
+    Every gunicorn worker binds the port with SO_REUSEPORT; whichever the kernel picks
+    answers for all of them, as on the API port.
+    """
+    settings = app[SETTINGS]
+    if settings.metrics.port == 0:
+        yield
+        return
+    scrape = web.Application()
+    scrape[METRICS] = app[METRICS]
+    scrape.router.add_get("/metrics", metrics_handler, allow_head=False)
+    runner = web.AppRunner(scrape, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.server.host, settings.metrics.port, reuse_port=True)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    yield
+    await runner.cleanup()
+
+
 def create_metrics(app: web.Application) -> Metrics:
     directory = app[SETTINGS].metrics.directory
     return Metrics(Path(directory) if directory else None)

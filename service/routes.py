@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from msgspec import Struct
 
+from service.config import SETTINGS
 from service.handlers import health, openapi, orders, users
 from service.metrics import metrics_handler
 from service.schemas import (
@@ -68,7 +69,10 @@ ENDPOINTS = (
 def setup_routes(app: web.Application) -> None:
     """One resource per path, holding all its methods: a URL is matched once, not per method."""
     resources: dict[str, web.Resource] = {}
+    separate_metrics = app[SETTINGS].metrics.port != 0
     for endpoint in ENDPOINTS:
+        if separate_metrics and endpoint.handler is metrics_handler:
+            continue  # served on its own port (metrics_server_ctx)
         resource = resources.get(endpoint.path)
         if resource is None:
             resource = resources[endpoint.path] = app.router.add_resource(endpoint.path)

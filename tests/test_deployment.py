@@ -63,12 +63,17 @@ def test_probes_point_at_real_routes_on_the_served_port() -> None:
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["path"] in served
         assert container[probe]["httpGet"]["port"] == "http"
-    exposed = re.search(r"^EXPOSE (\d+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    exposed = re.search(r"^EXPOSE (\d+) (\d+)$", (ROOT / "Dockerfile").read_text(), re.M)
     assert exposed is not None
     assert port["containerPort"] == int(exposed.group(1)) == _production().server.port
+    metrics = container["ports"][1]
+    assert metrics["name"] == "metrics"
+    assert metrics["containerPort"] == int(exposed.group(2)) == _production().metrics.port
     annotations = _load("deployment.yaml")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == str(port["containerPort"])
-    assert annotations["prometheus.io/path"] in served
+    assert annotations["prometheus.io/port"] == str(metrics["containerPort"])
+    assert annotations["prometheus.io/path"] == "/metrics"
+    # The Service (and any ingress behind it) carries the API port only.
+    assert [p["targetPort"] for p in _load("service.yaml")["spec"]["ports"]] == ["http"]
 
 
 def _production_env() -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import json
@@ -245,12 +246,13 @@ def test_production_style_logs_are_one_json_object_per_line(
     assert len(str(entry["request_id"])) == 32
 
 
-@pytest.fixture
-def gunicorn_two_workers(
-    mongo_server: MongoServer, redis_server: RedisServer, test_env: dict[str, str], tmp_path: Path
+@contextlib.contextmanager
+def _gunicorn(
+    env: dict[str, str], redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """gunicorn with two workers on the suite's servers; yields its base URL and master."""
     port = free_port()
-    env = {**os.environ, **test_env, "PORT": str(port), "WEB_CONCURRENCY": "2",
+    env = {**os.environ, **env, "PORT": str(port), "WEB_CONCURRENCY": "2",
            "CACHE_BACKEND": "redis", "REDIS_URL": redis_server.url,
            "METRICS_DIR": str(tmp_path / "metrics"), "SHUTDOWN_DRAIN_SECONDS": "0.5"}  # fmt: skip
     with (tmp_path / "gunicorn.log").open("wb") as out:
@@ -264,6 +266,64 @@ def gunicorn_two_workers(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture
+def gunicorn_two_workers(
+    mongo_server: MongoServer, redis_server: RedisServer, test_env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    with _gunicorn(test_env, redis_server, tmp_path) as running:
+        yield running
+
+
+async def test_metrics_on_their_own_port_in_process(
+    aiohttp_client: AiohttpClient, settings: Settings
+) -> None:
+    port = free_port()
+    app = create_app(
+        dataclasses.replace(settings, metrics=dataclasses.replace(settings.metrics, port=port))
+    )
+    client = await aiohttp_client(app)
+    for _ in range(3):
+        assert (await client.get("/health/live")).status == 200
+    hidden = await client.get("/metrics")
+    assert hidden.status == 404
+    assert hidden.content_type == "application/problem+json"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/metrics") as scrape,
+    ):
+        assert scrape.status == 200
+        samples = parse(await scrape.text())
+    assert total(samples, "http_requests_total", route="/health/live") == 3
+
+
+async def test_metrics_port_is_shared_by_gunicorn_workers(
+    mongo_server: MongoServer, redis_server: RedisServer, test_env: dict[str, str], tmp_path: Path
+) -> None:
+    metrics_port = free_port()
+    env = {**test_env, "METRICS_PORT": str(metrics_port)}
+    with _gunicorn(env, redis_server, tmp_path) as (base, master):
+        wait_for_port(metrics_port, process=master)
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            for _ in range(50):
+                async with http.get(f"{base}/health/ready") as ready:
+                    if ready.status == 200:
+                        break
+                await asyncio.sleep(0.1)
+            workers = _worker_pids(master.pid)
+            async with http.get(f"{base}/metrics") as hidden:
+                assert hidden.status == 404
+            for _ in range(10):  # new connections: the kernel spreads them over both sockets
+                async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as scrape:
+                    assert scrape.status == 200
+                    samples = parse(await scrape.text())
+            pids = {s[1]["pid"] for s in samples if s[0] == "process_start_time_seconds"}
+        # A worker that could not bind the port would have died at start-up and been replaced.
+        assert len(workers) == 2
+        assert _worker_pids(master.pid) == workers
+        assert pids == {str(pid) for pid in workers}
 
 
 def _worker_pids(master: int) -> list[int]:
