@@ -49,10 +49,11 @@ run: venv
 	echo "user-service: http://127.0.0.1:$(DEV_PORT)  (try /users/$$($(BIN)/python -c 'from service.seed import seed_id; print(seed_id("user", 0))'))"; \
 	SERVICE_ENV=development $(BIN)/adev runserver service/app.py --host 127.0.0.1 --port $(DEV_PORT)
 
-# Not part of `make test`: about 5 minutes; `make bench ARGS="--duration 5 --workers 1"`.
-bench: venv
-	@command -v wrk >/dev/null || { echo "bench: wrk is missing: sudo apt-get install wrk"; exit 2; }
-	$(BIN)/python -m bench $(ARGS)
+# Not part of `make test`. bench: about 3 minutes (`make bench ARGS="--workers 1"`);
+# soak: 5 minutes of mixed load (`ARGS="--minutes 1"`); overload: about a minute.
+bench soak overload: venv
+	@command -v wrk >/dev/null || { echo "$@: wrk is missing: sudo apt-get install wrk"; exit 2; }
+	$(BIN)/python -m $(if $(filter bench,$@),bench,bench.$@) $(ARGS)
 
 clean:
 	rm -rf var build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

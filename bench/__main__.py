@@ -9,29 +9,30 @@ each figure's ratio to the baseline measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
+from bench.harness import (
+    BIN,
+    HOT_SET,
+    Stack,
+    machine,
+    memory_mb,
+    service_env,
+    stack,
+    start_gunicorn,
+    start_service,
+    stop,
+    update_readme,
+    worker_pids,
+    write_result,
+    wrk,
+)
 from service.seed import seed_id
-from tests.servers import MongoServer, RedisServer, free_port, wait_for_port
-
-ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "bench"
-RESULTS = BENCH / "results"
-BIN = Path(sys.executable).parent
-USERS, ORDERS_PER_USER, HOT_SET = 10_000, 5, 100
-TOKEN = "bench-write-token-0123456789"  # noqa: S105 - a throwaway token for a local run
+from tests.servers import free_port
 
 
 @dataclass(frozen=True)
@@ -77,147 +78,49 @@ class Result:
     p99_ratio: float | None = None
 
 
-def _service_env(
-    scenario: Scenario, mongo: MongoServer, redis: RedisServer, port: int, workers: int
-) -> dict[str, str]:
-    """The production configuration (JSON access logs, tokens, Redis), on local servers."""
-    env = {
-        **os.environ,
-        "SERVICE_ENV": "production",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": str(workers),
-        "MONGO_URL": mongo.url,
-        "MONGO_DB": "bench",
-        "REDIS_URL": redis.url,
-        "CACHE_BACKEND": scenario.cache or "none",
-        "API_TOKENS": TOKEN,
-        "SHUTDOWN_DRAIN_SECONDS": "0",
-        "METRICS_PORT": str(free_port()),  # production serves /metrics on its own port
-    }
-    if scenario.cache == "memory" and workers > 1:
-        env["CACHE_MEMORY_ACROSS_WORKERS"] = "true"  # reads only: no staleness to accept
-    return env
-
-
-def _start(
-    scenario: Scenario, workers: int, port: int, env: dict[str, str], log: Path
-) -> subprocess.Popen[bytes]:
-    if scenario.cache is None:
-        command = [
-            str(BIN / "gunicorn"),
-            # Its own config module: otherwise gunicorn would read the service's gunicorn.conf.py.
-            "--config",
-            "python:bench.baseline_app",
-            "bench.baseline_app:create_app()",
-            "--worker-class",
-            "aiohttp.GunicornUVLoopWebWorker",
-            "--workers",
-            str(workers),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--keep-alive",
-            "75",
-            "--log-level",
-            "warning",
-        ]
-    else:
-        command = [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py"]
-    with log.open("ab") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    wait_for_port(port, timeout=60, process=process)
-    url = f"http://127.0.0.1:{port}/users/{seed_id('user', 0)}"
-    for _ in range(200):  # until the app (not just the socket) answers
-        try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                if reply.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.1)
-    return process
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _workers_of(master: int) -> list[int]:
-    path = Path(f"/proc/{master}/task/{master}/children")
-    return [int(pid) for pid in path.read_text().split()] if path.exists() else []
-
-
-def _peak_rss_mb(pids: list[int]) -> float:
-    peaks = []
-    for pid in pids:
-        status = Path(f"/proc/{pid}/status").read_text()
-        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
-        if match:
-            peaks.append(int(match.group(1)) / 1024)
-    return max(peaks, default=0.0)
-
-
-def _wrk(
-    port: int, seconds: float, scenario: Scenario, ids_file: Path, connections: int
-) -> dict[str, float]:
-    env = {
-        **os.environ,
-        "BENCH_LUA_DIR": str(BENCH / "lua"),
-        "BENCH_IDS": str(ids_file),
-        "BENCH_HOT": str(scenario.hot),
-        "BENCH_WRITE_PERCENT": str(scenario.write_percent),
-        "BENCH_TOKEN": TOKEN,
-    }
+def _start_baseline(
+    stack: Stack, workers: int, body_bytes: int
+) -> tuple[int, subprocess.Popen[bytes]]:
+    port = free_port()
     command = [
-        "wrk",
-        "--threads",
-        "2",
-        "--connections",
-        str(connections),
-        "--duration",
-        f"{max(1, round(seconds))}s",
-        "--timeout",
-        "5s",
-        "--script",
-        str(BENCH / "lua" / "scenario.lua"),
-        f"http://127.0.0.1:{port}",
+        str(BIN / "gunicorn"),
+        # Its own config module: otherwise gunicorn would read the service's gunicorn.conf.py.
+        "--config",
+        "python:bench.baseline_app",
+        "bench.baseline_app:create_app()",
+        "--worker-class",
+        "aiohttp.GunicornUVLoopWebWorker",
+        "--workers",
+        str(workers),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--keep-alive",
+        "75",
+        "--log-level",
+        "warning",
     ]
-    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
-    line = next(line for line in output.splitlines() if line.startswith("BENCH_JSON "))
-    data = json.loads(line.removeprefix("BENCH_JSON "))
-    errors = sum(data["errors"].values())
-    return {
-        "rps": data["requests"] / (data["duration_us"] / 1e6),
-        "p50_ms": data["p50_us"] / 1000,
-        "p99_ms": data["p99_us"] / 1000,
-        "errors": errors,
-    }
+    env = {**service_env(stack, "none", port, workers), "BODY_BYTES": str(body_bytes)}
+    return port, start_gunicorn(command, env, port, stack.log)
 
 
 def _run(
-    scenario: Scenario,
-    workers: int,
-    mongo: MongoServer,
-    redis: RedisServer,
-    args: argparse.Namespace,
-    ids_file: Path,
-    body_bytes: int,
-    log: Path,
+    scenario: Scenario, workers: int, stack: Stack, args: argparse.Namespace, body_bytes: int
 ) -> Result:
-    port = free_port()
-    env = _service_env(scenario, mongo, redis, port, workers)
-    env["BODY_BYTES"] = str(body_bytes)
-    process = _start(scenario, workers, port, env, log)
+    if scenario.cache is None:
+        port, process = _start_baseline(stack, workers, body_bytes)
+    else:
+        port, process = start_service(stack, scenario.cache, workers)
+    load = {
+        "connections": args.connections,
+        "hot": scenario.hot,
+        "write_percent": scenario.write_percent,
+    }
     try:
-        _wrk(port, args.warmup, scenario, ids_file, args.connections)
-        measured = _wrk(port, args.duration, scenario, ids_file, args.connections)
-        rss = _peak_rss_mb(_workers_of(process.pid))
+        wrk(port, args.warmup, stack.ids_file, **load)
+        measured = wrk(port, args.duration, stack.ids_file, **load)
+        rss = memory_mb(worker_pids(process.pid))
     finally:
-        _stop(process)
+        stop(process)
     return Result(
         scenario.name,
         workers,
@@ -229,26 +132,15 @@ def _run(
     )
 
 
-def _typical_body_bytes(mongo: MongoServer, redis: RedisServer, log: Path) -> int:
-    scenario = SCENARIOS[3]
-    port = free_port()
-    process = _start(scenario, 1, port, _service_env(scenario, mongo, redis, port, 1), log)
+def _typical_body_bytes(stack: Stack) -> int:
+    """The size of a seeded user's aggregate: the baseline answers with this many bytes."""
+    port, process = start_service(stack, "none", 1)
     try:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{port}/users/{seed_id('user', 42)}"
-        ) as reply:
+        url = f"http://127.0.0.1:{port}/users/{seed_id('user', 42)}"
+        with urllib.request.urlopen(url) as reply:
             return len(reply.read())
     finally:
-        _stop(process)
-
-
-def _machine() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return f"{os.cpu_count()} x {model}, Python {platform.python_version()}, {platform.system()}"
+        stop(process)
 
 
 def _verdicts(result: Result) -> list[str]:
@@ -284,15 +176,6 @@ def table(results: list[Result], machine: str, settings: str) -> str:
     return "\n".join(lines)
 
 
-def _update_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-    before, _, rest = content.partition(start)
-    _, _, after = rest.partition(end)
-    readme.write_text(f"{before}{start}\n{text}\n{end}{after}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="timed window, seconds")
@@ -302,78 +185,45 @@ def main() -> int:
     parser.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS))
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("bench: wrk is not installed (Debian: sudo apt-get install wrk)", file=sys.stderr)
-        return 2
     chosen = [s for s in SCENARIOS if s.name in args.scenarios.split(",")]
-    if chosen[0].name != "baseline":
+    if not chosen or chosen[0].name != "baseline":
         chosen.insert(0, SCENARIOS[0])  # ratios need the baseline of the same run
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="user-service-bench-") as temp:
-        directory = Path(temp)
-        log = directory / "servers.log"
-        mongo, redis = MongoServer(directory / "mongo"), RedisServer(directory / "redis")
-        mongo.start()
-        redis.start()
-        try:
-            env = {**os.environ, "SERVICE_ENV": "test", "MONGO_URL": mongo.url, "MONGO_DB": "bench"}
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "service",
-                    "seed",
-                    "--users",
-                    str(USERS),
-                    "--orders-per-user",
-                    str(ORDERS_PER_USER),
-                ],
-                env=env,
-                check=True,
-                cwd=ROOT,
-            )
-            ids_file = directory / "ids.txt"
-            ids_file.write_text("\n".join(seed_id("user", i) for i in range(USERS)) + "\n")
-            body_bytes = _typical_body_bytes(mongo, redis, log)
-            results: list[Result] = []
-            for workers in (int(w) for w in args.workers.split(",")):
-                baseline: Result | None = None
-                for scenario in chosen:
-                    print(f"bench: {scenario.name} with {workers} worker(s)...", flush=True)
-                    result = _run(scenario, workers, mongo, redis, args, ids_file, body_bytes, log)
-                    if scenario.name == "baseline":
-                        baseline = result
-                    elif baseline is not None:
-                        result.ratio = round(
-                            result.requests_per_second / baseline.requests_per_second, 2
-                        )
-                        result.p99_ratio = round(result.p99_ms / baseline.p99_ms, 2)
-                    results.append(result)
-        finally:
-            redis.stop()
-            mongo.stop()
-    machine = _machine()
+    results: list[Result] = []
+    with stack("user-service-bench-") as servers:
+        body_bytes = _typical_body_bytes(servers)
+        for workers in (int(w) for w in args.workers.split(",")):
+            baseline: Result | None = None
+            for scenario in chosen:
+                print(f"bench: {scenario.name} with {workers} worker(s)...", flush=True)
+                result = _run(scenario, workers, servers, args, body_bytes)
+                if scenario.name == "baseline":
+                    baseline = result
+                elif baseline is not None:
+                    result.ratio = round(
+                        result.requests_per_second / baseline.requests_per_second, 2
+                    )
+                    result.p99_ratio = round(result.p99_ms / baseline.p99_ms, 2)
+                results.append(result)
     settings = (
         f"wrk, 2 threads, {args.connections} connections, {args.warmup:g} s warm-up, "
         f"{args.duration:g} s window; response body {body_bytes} bytes"
     )
-    text = table(results, machine, settings)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(
-        json.dumps(
-            {
-                "machine": machine,
-                "load": settings,
-                "seconds": round(time.monotonic() - started),
-                "results": [asdict(r) for r in results],
-            },
-            indent=2,
-        )
+    text = table(results, machine(), settings)
+    seconds = round(time.monotonic() - started)
+    write_result(
+        "latest",
+        {
+            "machine": machine(),
+            "load": settings,
+            "seconds": seconds,
+            "results": [asdict(r) for r in results],
+        },
     )
     print(text)
-    print(f"\nbench: {round(time.monotonic() - started)} s; results in bench/results/latest.json")
+    print(f"\nbench: {seconds} s; results in bench/results/latest.json")
     if args.update_readme:
-        _update_readme(text)
+        update_readme("bench", text)
     return 0
 
 
