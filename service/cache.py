@@ -69,26 +69,30 @@ class Backend(Protocol):
 class MemoryBackend:
     """aiocache's SimpleMemoryCache: per process, so coherent only with a single worker.
 
-    An entry is stored (unserialized) together with the generation token it was read
-    under, and is served only while that token is current: a lookup is one `multi_get`
-    of the token and the entry.
+    An entry is stored unserialized, with the generation token it was loaded under. A
+    hit is one `get`: invalidation deletes the entries it retires, and `store` writes an
+    entry only while its token is still the current one. SimpleMemoryCache never
+    suspends, so that check and the write are one step of the event loop: a write's
+    invalidation cannot fall between them.
     """
 
     def __init__(self) -> None:
         self._cache = SimpleMemoryCache(serializer=NullSerializer(), timeout=None)
 
     async def lookup(self, key: str) -> tuple[str, Cached | None]:
-        token, entry = await self._cache.multi_get([f"{key}:gen", key])
-        token = token or "0"
-        if entry is not None and entry[0] == token:
-            return token, entry[1]
-        return token, None
+        entry: tuple[str, Cached] | None = await self._cache.get(key)
+        if entry is not None:
+            return entry
+        return await self._cache.get(f"{key}:gen") or "0", None
 
     async def store(self, key: str, token: str, value: Cached, ttl: int) -> None:
-        await self._cache.set(key, (token, value), ttl=ttl)
+        if (await self._cache.get(f"{key}:gen") or "0") == token:
+            await self._cache.set(key, (token, value), ttl=ttl)
 
     async def bump(self, keys: list[str], ttl: int) -> None:
         await self._cache.multi_set([(f"{key}:gen", new_id()) for key in keys], ttl=ttl)
+        for key in keys:
+            await self._cache.delete(key)
 
     async def close(self) -> None:
         await self._cache.close()
@@ -191,17 +195,20 @@ class ResponseCache:
         flight = asyncio.get_running_loop().create_future()
         self._flights[key] = flight
         try:
-            value = await load()
-        except BaseException as error:
-            flight.set_exception(error)
-            flight.exception()  # retrieved: waiters re-raise it, nobody warns about it
-            raise
+            try:
+                value = await load()
+            except BaseException as error:
+                flight.set_exception(error)
+                flight.exception()  # retrieved: waiters re-raise it, nobody warns about it
+                raise
+            flight.set_result(value)
+            # Still registered while storing: a reader arriving now shares this value
+            # instead of missing the not-yet-stored entry and loading again.
+            if found is not None:  # the token read before loading, so a write wins the race
+                await self._call(kind, self._backend.store(key, found[0], value, self._ttl))
+            return value
         finally:
             self._flights.pop(key, None)
-        flight.set_result(value)
-        if found is not None:  # the token we read before loading, so a write wins the race
-            await self._call(kind, self._backend.store(key, found[0], value, self._ttl))
-        return value
 
     async def invalidate(self, entries: Iterable[tuple[str, str]]) -> None:
         """Retire entries so no reader anywhere sees them again (call before responding)."""

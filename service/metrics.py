@@ -232,6 +232,7 @@ class Metrics:
         self.directory = directory
         self._keys: dict[tuple[str, tuple[tuple[str, str], ...], str], str] = {}
         self._request_keys: dict[tuple[str, str, int], _RequestKeys] = {}
+        # (method, route) -> in-progress key; (cache, event) -> counter key
         self._started_keys: dict[tuple[str, str], str] = {}
 
     def _key(self, name: str, labels: dict[str, str], part: str = "") -> str:
@@ -296,7 +297,13 @@ class Metrics:
             store.add(keys.count, 1.0)
 
     def cache_event(self, cache: str, event: str) -> None:
-        self._count(_CACHE_COUNTERS[event], {"cache": cache})
+        """Once per cached read: the key is looked up, not built."""
+        key = self._started_keys.get((cache, event))
+        if key is None:
+            key = self._key(_CACHE_COUNTERS[event], {"cache": cache})
+            self._started_keys[(cache, event)] = key
+        with self._lock:
+            self._store.add(key, 1.0)
 
     def retry(self, operation: str, error_class: str) -> None:
         self._count("db_retries_total", {"operation": operation, "error_class": error_class})
