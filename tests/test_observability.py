@@ -312,18 +312,31 @@ async def test_metrics_port_is_shared_by_gunicorn_workers(
                     if ready.status == 200:
                         break
                 await asyncio.sleep(0.1)
-            workers = _worker_pids(master.pid)
             async with http.get(f"{base}/metrics") as hidden:
                 assert hidden.status == 404
+            pids = await _both_workers_published(http, f"http://127.0.0.1:{metrics_port}")
+            workers = _worker_pids(master.pid)
             for _ in range(10):  # new connections: the kernel spreads them over both sockets
                 async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as scrape:
                     assert scrape.status == 200
-                    samples = parse(await scrape.text())
-            pids = {s[1]["pid"] for s in samples if s[0] == "process_start_time_seconds"}
         # A worker that could not bind the port would have died at start-up and been replaced.
         assert len(workers) == 2
         assert _worker_pids(master.pid) == workers
         assert pids == {str(pid) for pid in workers}
+
+
+async def _both_workers_published(http: aiohttp.ClientSession, base: str) -> set[str]:
+    """Wait until a scrape shows two workers' process gauges: both have booted."""
+    deadline = time.monotonic() + 20
+    pids: set[str] = set()
+    while len(pids) < 2:
+        assert time.monotonic() < deadline, pids
+        async with http.get(f"{base}/metrics") as scrape:
+            assert scrape.status == 200
+            samples = parse(await scrape.text())
+        pids = {s[1]["pid"] for s in samples if s[0] == "process_start_time_seconds"}
+        await asyncio.sleep(0.1)
+    return pids
 
 
 def _worker_pids(master: int) -> list[int]:
@@ -342,6 +355,7 @@ async def test_gunicorn_scrapes_add_up_over_workers_and_restarts(
                 if ready.status == 200:
                     break
             await asyncio.sleep(0.1)
+        await _both_workers_published(http, base)
         async with http.post(f"{base}/users", json={"name": "A", "email": "a@example.com"}) as r:
             path = f"{base}/users/{(await r.json())['id']}"
 
