@@ -7,6 +7,7 @@ JSON Pointer, so a client can fix a request in one round trip.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -122,10 +123,26 @@ def _pointer(prefix: str, message: str) -> tuple[str, str]:
     return prefix + "".join(f"/{part}" for part in escaped), message[: match.start()]
 
 
+def _json_number(text: str) -> int | float:
+    """A number written with a fraction or exponent: an int when its value is a whole number.
+
+    JSON has one number type, and JSON Schema, so the OpenAPI document, counts 1705.0 and
+    17.05e2 as the integer 1705. Exact: 1e12 + 1e-9 stays a float and is refused where an
+    integer belongs. Beyond 2**53 floats are not exact, and every integer field is smaller.
+    """
+    value = float(text)
+    if value.is_integer() and abs(value) < 2**53 and Decimal(text) == int(value):
+        return int(value)
+    return value
+
+
+_DECODER = msgspec.json.Decoder(float_hook=_json_number)
+
+
 def decode_json(body: bytes) -> Any:
     """Bytes to plain JSON values, or InvalidInput for anything that is not well-formed JSON."""
     try:
-        return msgspec.json.decode(body)
+        return _DECODER.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError):
         raise InvalidInput("The body is not well-formed UTF-8 JSON.") from None
     except RecursionError:

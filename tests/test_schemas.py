@@ -1,0 +1,25 @@
+"""Body parsing rules, tested directly: what counts as well-formed, and how errors are named."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.errors import InvalidInput
+from service.schemas import OrderCreate, parse_body
+
+
+@pytest.mark.parametrize("written", [b"1705", b"1705.0", b"17.05e2", b"1.705E+3", b"170500e-2"])
+def test_whole_numbers_are_integers_however_they_are_written(written: bytes) -> None:
+    """JSON Schema calls 1705.0 an integer, so the document promises it is accepted."""
+    order = parse_body(b'{"amount": ' + written + b', "items": [{"sku": "a", "quantity": 2.0}]}',
+                       OrderCreate)  # fmt: skip
+    assert order.amount == 1705
+    assert type(order.amount) is int
+    assert type(order.items[0].quantity) is int
+
+
+@pytest.mark.parametrize("written", [b"1705.5", b"1e400", b"-1e400", b"1000000000000.0000001"])
+def test_fractions_and_overflows_are_not_integers(written: bytes) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        parse_body(b'{"amount": ' + written + b"}", OrderCreate)
+    assert [error["pointer"] for error in raised.value.errors] == ["/amount"]
