@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from service.schemas import Problem
+from service.schemas import NON_EMPTY, Problem
 
 if TYPE_CHECKING:
     from service.routes import Endpoint
@@ -105,6 +105,8 @@ def build_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         sorted(kinds, key=lambda kind: kind.__name__), ref_template=REF
     )
+    for kind in NON_EMPTY & kinds:
+        components[kind.__name__]["minProperties"] = 1
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in documented:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)

@@ -108,6 +108,10 @@ class Health(Struct, omit_defaults=True):
     checks: dict[str, str] = {}
 
 
+# Bodies that must name at least one field: msgspec cannot say so in a Struct, so
+# parse_body enforces it and openapi.py publishes it as `minProperties: 1`.
+NON_EMPTY: frozenset[type[Struct]] = frozenset({UserPatch})
+
 T = TypeVar("T", bound=Struct)
 _PATH_IN_MESSAGE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
@@ -157,6 +161,8 @@ def parse_body(body: bytes, kind: type[T]) -> T:
             "The body must be a JSON object.", errors=[{"pointer": "", "detail": "not an object"}]
         )
     errors: list[dict[str, str]] = []
+    if not data and kind in NON_EMPTY:
+        errors.append({"pointer": "", "detail": "empty object: send at least one field"})
     fields = {field.encode_name: field for field in msgspec.structs.fields(kind)}
     for name in data:
         if name not in fields:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from service.errors import InvalidInput
-from service.schemas import OrderCreate, parse_body
+from service.schemas import OrderCreate, UserPatch, parse_body
+from tests.api import DOCUMENT
 
 
 @pytest.mark.parametrize("written", [b"1705", b"1705.0", b"17.05e2", b"1.705E+3", b"170500e-2"])
@@ -23,3 +24,12 @@ def test_fractions_and_overflows_are_not_integers(written: bytes) -> None:
     with pytest.raises(InvalidInput) as raised:
         parse_body(b'{"amount": ' + written + b"}", OrderCreate)
     assert [error["pointer"] for error in raised.value.errors] == ["/amount"]
+
+
+def test_an_empty_patch_is_refused_and_the_document_says_so() -> None:
+    """The document must not call `{}` a valid patch: the service refuses it."""
+    with pytest.raises(InvalidInput) as raised:
+        parse_body(b"{}", UserPatch)
+    assert [error["pointer"] for error in raised.value.errors] == [""]
+    assert DOCUMENT["components"]["schemas"]["UserPatch"]["minProperties"] == 1
+    assert parse_body(b'{"name": "Ada"}', UserPatch).name == "Ada"
