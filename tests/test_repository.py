@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from service.errors import InvalidInput
 from service.repository import OrderPosition, UserPosition, decode_cursor, encode_cursor
+from tests.api import DOCUMENT
 
 
 def test_cursors_round_trip() -> None:
     assert decode_cursor(encode_cursor({"id": "u1"}), UserPosition) == UserPosition(id="u1")
     order = encode_cursor({"t": 1_767_225_600_000, "id": "o-1"})
     assert decode_cursor(order, OrderPosition) == OrderPosition(t=1_767_225_600_000, id="o-1")
+
+
+def test_cursors_have_the_documented_shape() -> None:
+    (after,) = [p for p in DOCUMENT["paths"]["/users"]["get"]["parameters"] if p["name"] == "after"]
+    pattern = after["schema"]["pattern"]
+    for position in ({"id": "u" * 64}, {"t": 253_402_300_799_999, "id": "o_-" * 21}, {"id": "a"}):
+        assert re.search(pattern, encode_cursor(position)), position
+    assert not re.search(pattern, "eyJpZCI6IngifQ.AAAA")
 
 
 @pytest.mark.parametrize(

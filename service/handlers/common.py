@@ -46,7 +46,10 @@ def page_params(request: web.Request) -> tuple[int, str | None]:
         limit = int(raw)
     after = request.query.get("after")
     if after is not None and not after:
-        raise InvalidInput("`after` must be a cursor from a previous page.")
+        raise InvalidInput(
+            "`after` must be a cursor from a previous page.",
+            errors=[{"pointer": "after", "detail": "empty"}],
+        )
     return limit, after
 
 
