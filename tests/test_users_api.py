@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from typing import Any
 
 import pytest
@@ -95,6 +96,12 @@ async def test_name_of_100_characters_after_trimming_is_accepted(client: Client)
         (b'{"name": "\xff\xfe", "email": "a@example.com"}', JSON, 400),
         (b"[" * 50_000 + b"]" * 10, JSON, 400),
         (b'{"name": "' + b"a" * 70_000 + b'", "email": "a@example.com"}', JSON, 413),
+        (b"this is not gzip", {**JSON, "Content-Encoding": "gzip"}, 400),  # was a 500
+        (
+            gzip.compress(b'{"name": "' + b"a" * 10_000_000 + b'"}'),
+            {**JSON, "Content-Encoding": "gzip"},
+            413,
+        ),  # 10 KB that inflate to 10 MB
     ],
 )
 async def test_bad_bodies(

@@ -31,7 +31,13 @@ async def json_body(request: web.Request, kind: type[T]) -> T:
     """The validated body; 415 unless it is declared JSON, 413 (raised by read) when too big."""
     if request.content_type != "application/json":
         raise UnsupportedMediaType("Send the body as `Content-Type: application/json`.")
-    return parse_body(await request.read(), kind)
+    try:
+        body = await request.read()
+    except web.RequestPayloadError:
+        # A body that is not what its Content-Encoding says (gzip that is not gzip), or
+        # that ends before its declared length: a client error, not a 500.
+        raise InvalidInput("The body could not be read as sent (Content-Encoding).") from None
+    return parse_body(body, kind)
 
 
 def page_params(request: web.Request) -> tuple[int, str | None]:
