@@ -98,6 +98,19 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     return operation
 
 
+def _publish_patterns(schema: Any) -> None:
+    """In place: a pattern's final `\\Z` (Python: the very end) is `$` in JSON Schema."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "pattern" and isinstance(value, str) and value.endswith("\\Z"):
+                schema[key] = value.removesuffix("\\Z") + "$"
+            else:
+                _publish_patterns(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            _publish_patterns(item)
+
+
 def build_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
     documented = [endpoint for endpoint in endpoints if endpoint.public]
     kinds: set[type[msgspec.Struct]] = {Problem}
@@ -108,6 +121,7 @@ def build_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
     )
     for kind in NON_EMPTY & kinds:
         components[kind.__name__]["minProperties"] = 1
+    _publish_patterns(components)
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in documented:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)

@@ -15,13 +15,17 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from service.errors import InvalidInput
 
+# Patterns end in \Z, not $: in Python, $ also matches before a final newline, so
+# "USD\n" passed as a currency and "a@example.com\n" as a second, distinct email.
+# openapi.py publishes them with $, which in a JSON Schema pattern means the very end.
+
 # 1-100 characters once surrounding white space is trimmed, no control characters.
-NAME_PATTERN = r"^\s*[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,98}[^\s\x00-\x1f\x7f])?\s*$"
+NAME_PATTERN = r"^\s*[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,98}[^\s\x00-\x1f\x7f])?\s*\Z"
 # An ASCII address (RFC 5321 sizes): local part up to 64, labels up to 63, a dotted domain.
 EMAIL_PATTERN = (
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+\Z"
 )
 MAX_AMOUNT = 10**12
 
@@ -29,12 +33,12 @@ Name = Annotated[str, Meta(pattern=NAME_PATTERN, description="1-100 characters a
 Email = Annotated[
     str, Meta(pattern=EMAIL_PATTERN, max_length=254, description="stored lower-cased; unique")
 ]
-Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
+Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}\Z", description="ISO 4217 code")]
 Sku = Annotated[str, Meta(min_length=1, max_length=64)]
 Quantity = Annotated[int, Meta(ge=1, le=10_000)]
 Amount = Annotated[int, Meta(ge=1, le=MAX_AMOUNT, description="integer minor units")]
 Timestamp = Annotated[str, Meta(description="RFC 3339, UTC, milliseconds")]
-Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")]
 
 
 class UserCreate(Struct, forbid_unknown_fields=True):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from msgspec import Struct
 
 from service.errors import InvalidInput
-from service.schemas import OrderCreate, UserPatch, parse_body
+from service.schemas import OrderCreate, UserCreate, UserPatch, parse_body
 from tests.api import DOCUMENT
 
 
@@ -33,3 +36,27 @@ def test_an_empty_patch_is_refused_and_the_document_says_so() -> None:
     assert [error["pointer"] for error in raised.value.errors] == [""]
     assert DOCUMENT["components"]["schemas"]["UserPatch"]["minProperties"] == 1
     assert parse_body(b'{"name": "Ada"}', UserPatch).name == "Ada"
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "pointer"),
+    [
+        (UserCreate, b'{"name": "Ada", "email": "ada@example.com\\n"}', "/email"),
+        (OrderCreate, b'{"amount": 1, "currency": "USD\\n"}', "/currency"),
+        (OrderCreate, b'{"amount": 1, "currency": "USD\\r\\n"}', "/currency"),
+    ],
+)
+def test_a_final_newline_is_not_the_end_of_a_pattern(
+    kind: type[Struct], body: bytes, pointer: str
+) -> None:
+    """Python's $ matches before a final newline; the patterns must not."""
+    with pytest.raises(InvalidInput) as raised:
+        parse_body(body, kind)
+    assert [error["pointer"] for error in raised.value.errors] == [pointer]
+
+
+def test_the_document_publishes_json_schema_patterns() -> None:
+    published = json.dumps(DOCUMENT)
+    assert "\\\\Z" not in published
+    email = DOCUMENT["components"]["schemas"]["UserCreate"]["properties"]["email"]["pattern"]
+    assert email.endswith(")+$")

@@ -49,6 +49,17 @@ async def test_duplicate_email_is_409_case_insensitively(client: Client, mongo: 
     assert await mongo.users.count_documents({}) == 1
 
 
+async def test_a_trailing_newline_does_not_make_a_second_email(
+    client: Client, mongo: Mongo
+) -> None:
+    await create(client, email="grace@example.com")
+    response = await client.post("/users", json={"name": "G", "email": "grace@example.com\n"})
+    assert response.status == 400
+    problem = await checked(response, "POST", "/users")
+    assert [error["pointer"] for error in problem["errors"]] == ["/email"]
+    assert await mongo.users.count_documents({}) == 1
+
+
 @pytest.mark.parametrize(
     ("body", "pointers"),
     [
