@@ -19,8 +19,19 @@ from service.errors import InvalidInput
 # "USD\n" passed as a currency and "a@example.com\n" as a second, distinct email.
 # openapi.py publishes them with $, which in a JSON Schema pattern means the very end.
 
-# 1-100 characters once surrounding white space is trimmed, no control characters.
-NAME_PATTERN = r"^\s*[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,98}[^\s\x00-\x1f\x7f])?\s*\Z"
+# Characters no text field may hold: C0 and C1 controls, DEL, line and paragraph
+# separators, and the bidi embeddings, overrides and isolates that make text display in
+# another order than it is stored ("Trojan Source"). Bidi marks and the zero-width
+# joiners (emoji sequences, Indic scripts) stay allowed.
+_FORBIDDEN = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+# The white space a name may be padded with (trimmed before it is stored), spelled out
+# because \s means different things in Python and in a JSON Schema (ECMA-262) pattern.
+_SPACE = r"\t\n\v\f\r \xa0\u1680\u2000-\u200a\u202f\u205f\u3000"
+# 1-100 characters once surrounding white space is trimmed, none of them forbidden.
+NAME_PATTERN = (
+    rf"^[{_SPACE}]*[^{_SPACE}{_FORBIDDEN}]"
+    rf"(?:[^{_FORBIDDEN}]{{0,98}}[^{_SPACE}{_FORBIDDEN}])?[{_SPACE}]*\Z"
+)
 # An ASCII address (RFC 5321 sizes): local part up to 64, labels up to 63, a dotted domain.
 EMAIL_PATTERN = (
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
@@ -29,12 +40,18 @@ EMAIL_PATTERN = (
 )
 MAX_AMOUNT = 10**12
 
-Name = Annotated[str, Meta(pattern=NAME_PATTERN, description="1-100 characters after trimming")]
+Name = Annotated[
+    str,
+    Meta(pattern=NAME_PATTERN, description="1-100 characters after trimming; no controls"),
+]
 Email = Annotated[
     str, Meta(pattern=EMAIL_PATTERN, max_length=254, description="stored lower-cased; unique")
 ]
 Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}\Z", description="ISO 4217 code")]
-Sku = Annotated[str, Meta(min_length=1, max_length=64)]
+Sku = Annotated[
+    str,
+    Meta(min_length=1, max_length=64, pattern=rf"^[^{_FORBIDDEN}]*\Z", description="no controls"),
+]
 Quantity = Annotated[int, Meta(ge=1, le=10_000)]
 Amount = Annotated[int, Meta(ge=1, le=MAX_AMOUNT, description="integer minor units")]
 Timestamp = Annotated[str, Meta(description="RFC 3339, UTC, milliseconds")]

@@ -60,3 +60,48 @@ def test_the_document_publishes_json_schema_patterns() -> None:
     assert "\\\\Z" not in published
     email = DOCUMENT["components"]["schemas"]["UserCreate"]["properties"]["email"]["pattern"]
     assert email.endswith(")+$")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u202eevil.exe",  # right-to-left override
+        "a\u2066b\u2069",  # bidi isolate
+        "Ada\u0085",  # NEL, a C1 control
+        "A\x9bda",  # CSI, a C1 control
+        "Ada\u2028Lovelace",  # line separator
+        "\x1cAda",
+        "Ada\x00",
+        "\u3000 \xa0",  # white space only, however wide
+    ],
+)
+def test_names_refuse_controls_and_bidi_overrides(name: str) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        parse_body(json.dumps({"name": name, "email": "a@example.com"}).encode(), UserCreate)
+    assert [error["pointer"] for error in raised.value.errors] == ["/name"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Zoë",
+        "Zoe\u0301",
+        "\u0301",
+        "👩\u200d💻 Ada",
+        "\u200fشريف",
+        "李小龍",
+        "\u3000Ada\xa0",
+        "🦆" * 100,
+    ],
+)
+def test_names_take_any_script_emoji_and_combining_marks(name: str) -> None:
+    user = parse_body(json.dumps({"name": name, "email": "a@example.com"}).encode(), UserCreate)
+    assert user.name == name
+
+
+@pytest.mark.parametrize("sku", ["\x00", "SKU\u202e1", "a\nb", "x" * 65, ""])
+def test_skus_refuse_controls(sku: str) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        parse_body(json.dumps({"amount": 1, "items": [{"sku": sku, "quantity": 1}]}).encode(),
+                   OrderCreate)  # fmt: skip
+    assert [error["pointer"] for error in raised.value.errors] == ["/items/0/sku"]
