@@ -162,10 +162,36 @@ def _json_number(text: str) -> int | float:
 
 
 _DECODER = msgspec.json.Decoder(float_hook=_json_number)
+# Every body here nests 3 deep at most (an order's items); decoding 10,000 levels would
+# cost recursion and memory for nothing, so deeper bodies are refused before decoding.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|$)', re.DOTALL)
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
+_OPENING = frozenset(b"[{")
+
+
+def nests_deeper_than(body: bytes, limit: int) -> bool:
+    """Whether the JSON text opens more than `limit` arrays/objects inside one another.
+
+    Strings are cut out first, so brackets inside them do not count. A malformed body
+    may count wrong, but then it is refused anyway.
+    """
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        if byte in _OPENING:
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def decode_json(body: bytes) -> Any:
     """Bytes to plain JSON values, or InvalidInput for anything that is not well-formed JSON."""
+    if nests_deeper_than(body, MAX_JSON_DEPTH):
+        raise InvalidInput(f"The body nests deeper than {MAX_JSON_DEPTH} levels.")
     try:
         return _DECODER.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError):

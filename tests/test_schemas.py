@@ -8,7 +8,14 @@ import pytest
 from msgspec import Struct
 
 from service.errors import InvalidInput
-from service.schemas import OrderCreate, UserCreate, UserPatch, parse_body
+from service.schemas import (
+    MAX_JSON_DEPTH,
+    OrderCreate,
+    UserCreate,
+    UserPatch,
+    nests_deeper_than,
+    parse_body,
+)
 from tests.api import DOCUMENT
 
 
@@ -105,3 +112,30 @@ def test_skus_refuse_controls(sku: str) -> None:
         parse_body(json.dumps({"amount": 1, "items": [{"sku": sku, "quantity": 1}]}).encode(),
                    OrderCreate)  # fmt: skip
     assert [error["pointer"] for error in raised.value.errors] == ["/items/0/sku"]
+
+
+@pytest.mark.parametrize(
+    ("body", "too_deep"),
+    [
+        (b"[" * 32 + b"]" * 32, False),
+        (b"[" * 33 + b"]" * 33, True),
+        (b'{"a": ' * 33 + b"1" + b"}" * 33, True),
+        (b"[" * 10_000, True),  # refused before the decoder sees it: no RecursionError
+        (b'{"name": "' + b"[{" * 40 + b'"}', False),  # brackets in strings do not count
+        (b'{"name": "\\"' + b"[" * 40 + b'"}', False),  # nor after an escaped quote
+        (b'["\\\\", ' + b"[" * 40 + b"]" * 41, True),  # an escaped backslash ends no string
+        (b"[" + b"[]," * 10_000 + b"[]]", False),  # wide is fine
+    ],
+)
+def test_nesting_depth_is_counted_outside_strings(body: bytes, too_deep: bool) -> None:
+    assert nests_deeper_than(body, MAX_JSON_DEPTH) is too_deep
+
+
+def test_deep_bodies_are_refused_with_a_clear_reason() -> None:
+    with pytest.raises(InvalidInput) as raised:
+        parse_body(b'{"name": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", UserCreate)
+    assert raised.value.detail == f"The body nests deeper than {MAX_JSON_DEPTH} levels."
+    name = "[" * 40 + "]" * 40
+    assert (
+        parse_body(json.dumps({"name": name, "email": "a@b.co"}).encode(), UserCreate).name == name
+    )
