@@ -154,6 +154,31 @@ async def test_bad_paging_parameters_are_400(client: Client, query: str) -> None
     await checked(response, "GET", "/users")
 
 
+@pytest.mark.parametrize(
+    ("query", "errors"),
+    [
+        ("email=ada@example.com", [("email", "unknown parameter")]),
+        ("limit[$gt]=0", [("limit[$gt]", "unknown parameter")]),
+        ("limit=5&limit=100", [("limit", "given more than once")]),
+        (
+            "after=a&after=b&sort=-id",
+            [("sort", "unknown parameter"), ("after", "given more than once")],
+        ),
+    ],
+)
+async def test_unknown_and_repeated_paging_parameters_are_400(
+    client: Client, recorder: CommandRecorder, query: str, errors: list[tuple[str, str]]
+) -> None:
+    """A filter the service lacks must not answer with an unfiltered page."""
+    recorder.clear()
+    for path, template in (("/users", "/users"), ("/users/u1/orders", "/users/{user_id}/orders")):
+        response = await client.get(f"{path}?{query}")
+        assert response.status == 400
+        problem = await checked(response, "GET", template)
+        assert [(e["pointer"], e["detail"]) for e in problem["errors"]] == errors
+    assert recorder.started_names() == []
+
+
 async def test_tampered_cursor_is_400(client: Client) -> None:
     for i in range(3):
         await create(client, name=f"U{i}", email=f"u{i}@example.com")

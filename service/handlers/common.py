@@ -16,6 +16,7 @@ from service.schemas import parse_body
 
 T = TypeVar("T", bound=Struct)
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+_PAGE_PARAMETERS = frozenset({"limit", "after"})
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
@@ -41,6 +42,22 @@ async def json_body(request: web.Request, kind: type[T]) -> T:
 
 
 def page_params(request: web.Request) -> tuple[int, str | None]:
+    """`limit` and `after`, each at most once; any other parameter is a 400.
+
+    A filter the service does not have (`?email=...`, `?limit[$gt]=0`) must not quietly
+    answer with an unfiltered page, and a repeated one must not mean what a proxy in front
+    of us thinks it means.
+    """
+    errors = [
+        {"pointer": name, "detail": "unknown parameter"}
+        for name in sorted(set(request.query) - _PAGE_PARAMETERS)
+    ] + [
+        {"pointer": name, "detail": "given more than once"}
+        for name in sorted(_PAGE_PARAMETERS)
+        if len(request.query.getall(name, ())) > 1
+    ]
+    if errors:
+        raise InvalidInput("Page with `limit` and `after` alone, each at most once.", errors=errors)
     raw = request.query.get("limit")
     limit = DEFAULT_LIMIT
     if raw is not None:
