@@ -99,6 +99,7 @@ class CommandRecorder(monitoring.CommandListener):
     def __init__(self, database: str) -> None:
         self.database = database
         self.events: list[tuple[str, str, int]] = []
+        self.commands: list[dict[str, Any]] = []  # the documents of the started ones
         self._lock = threading.Lock()
 
     def _add(self, kind: str, name: str, request_id: int) -> None:
@@ -107,6 +108,8 @@ class CommandRecorder(monitoring.CommandListener):
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.database_name == self.database:
+            with self._lock:
+                self.commands.append(dict(event.command))
             self._add("started", event.command_name, event.request_id)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
@@ -124,6 +127,7 @@ class CommandRecorder(monitoring.CommandListener):
     def clear(self) -> None:
         with self._lock:
             self.events.clear()
+            self.commands.clear()
 
 
 @pytest.fixture
