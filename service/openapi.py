@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from service.schemas import Problem
+from service.schemas import NON_EMPTY, Problem
 
 if TYPE_CHECKING:
     from service.routes import Endpoint
@@ -30,7 +30,8 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "after": {
         "name": "after", "in": "query", "required": False,
-        "schema": {"type": "string", "minLength": 1},
+        # base64url(position) "." base64url(12-byte MAC), as repository.encode_cursor makes it
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]{16}$"},
         "description": "the `next` cursor of the previous page",
     },
     "Idempotency-Key": {
@@ -97,6 +98,19 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     return operation
 
 
+def _publish_patterns(schema: Any) -> None:
+    """In place: a pattern's final `\\Z` (Python: the very end) is `$` in JSON Schema."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "pattern" and isinstance(value, str) and value.endswith("\\Z"):
+                schema[key] = value.removesuffix("\\Z") + "$"
+            else:
+                _publish_patterns(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            _publish_patterns(item)
+
+
 def build_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
     documented = [endpoint for endpoint in endpoints if endpoint.public]
     kinds: set[type[msgspec.Struct]] = {Problem}
@@ -105,6 +119,9 @@ def build_document(endpoints: Iterable[Endpoint]) -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         sorted(kinds, key=lambda kind: kind.__name__), ref_template=REF
     )
+    for kind in NON_EMPTY & kinds:
+        components[kind.__name__]["minProperties"] = 1
+    _publish_patterns(components)
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in documented:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)

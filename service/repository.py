@@ -15,7 +15,7 @@ import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import orjson
@@ -27,7 +27,7 @@ from service.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from service.idempotency import IdempotencyStore
 from service.ids import new_id
 from service.retry import RetryPolicy, call_with_retries, retried
-from service.schemas import OrderCreate, UserCreate, UserPatch
+from service.schemas import Id, OrderCreate, UserCreate, UserPatch
 
 ORDER_HISTORY_LIMIT = 100
 REPRESENTATION = "1"  # bump when a response shape changes: old ETags then stop matching
@@ -82,6 +82,7 @@ def versions_matching(if_match: Sequence[str]) -> list[int] | None:
 # A cursor is base64url(JSON position) + "." + a MAC: opaque to clients, and any change to
 # it is detected and answered 400. It is an integrity check, not a secret.
 _CURSOR_KEY = b"user-service cursor v1"
+_YEAR_10000_MS = 253_402_300_800_000
 
 
 def encode_cursor(position: dict[str, Any]) -> str:
@@ -90,7 +91,24 @@ def encode_cursor(position: dict[str, Any]) -> str:
     return f"{payload.decode()}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
 
 
-def decode_cursor(cursor: str, keys: frozenset[str]) -> dict[str, Any]:
+class UserPosition(msgspec.Struct, forbid_unknown_fields=True):
+    id: Id
+
+
+class OrderPosition(msgspec.Struct, forbid_unknown_fields=True):
+    t: Annotated[int, msgspec.Meta(ge=0, lt=_YEAR_10000_MS)]  # created_at, ms since the epoch
+    id: Id
+
+
+P = TypeVar("P", UserPosition, OrderPosition)
+
+
+def decode_cursor(cursor: str, kind: type[P]) -> P:
+    """The position in a cursor this service made; anything else is a 400.
+
+    The key is in the source, so a client can forge a well-signed cursor: its position is
+    validated as strictly as a request body (types, bounds, no extra keys).
+    """
     bad = InvalidInput(
         "The `after` cursor is not valid.",
         errors=[{"pointer": "after", "detail": "tampered or malformed"}],
@@ -101,14 +119,11 @@ def decode_cursor(cursor: str, keys: frozenset[str]) -> dict[str, Any]:
         given = base64.urlsafe_b64decode(mac + "=" * (-len(mac) % 4))
         if not hmac.compare_digest(expected, given):
             raise bad
-        position = msgspec.json.decode(
-            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+        return msgspec.json.decode(
+            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)), type=kind
         )
     except (ValueError, msgspec.DecodeError):
         raise bad from None
-    if not isinstance(position, dict) or set(position) != keys:
-        raise bad
-    return position
 
 
 # --- collections ---------------------------------------------------------------------
@@ -346,7 +361,7 @@ class Repository:
         return await self.idempotency.run(f"users:{idempotency_key}", fingerprint, create)
 
     async def list_users(self, limit: int, after: str | None) -> Page:
-        after_id = None if after is None else str(decode_cursor(after, frozenset({"id"}))["id"])
+        after_id = None if after is None else decode_cursor(after, UserPosition).id
         documents = await self.users.page(limit + 1, after_id)
         items = [to_plain(document) for document in documents[:limit]]
         more = len(documents) > limit
@@ -424,10 +439,8 @@ class Repository:
     async def list_orders(self, user_id: str, limit: int, after: str | None) -> Page:
         position = None
         if after is not None:
-            raw = decode_cursor(after, frozenset({"t", "id"}))
-            if not isinstance(raw["t"], int) or not isinstance(raw["id"], str):
-                raise InvalidInput("The `after` cursor is not valid.")
-            position = (datetime.fromtimestamp(raw["t"] / 1000, UTC), raw["id"])
+            cursor = decode_cursor(after, OrderPosition)
+            position = (datetime.fromtimestamp(cursor.t / 1000, UTC), cursor.id)
         exists, documents = await asyncio.gather(
             self.users.exists(user_id), self.orders.newest_for_user(user_id, limit + 1, position)
         )

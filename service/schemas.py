@@ -7,6 +7,7 @@ JSON Pointer, so a client can fix a request in one round trip.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -14,26 +15,47 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from service.errors import InvalidInput
 
-# 1-100 characters once surrounding white space is trimmed, no control characters.
-NAME_PATTERN = r"^\s*[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,98}[^\s\x00-\x1f\x7f])?\s*$"
+# Patterns end in \Z, not $: in Python, $ also matches before a final newline, so
+# "USD\n" passed as a currency and "a@example.com\n" as a second, distinct email.
+# openapi.py publishes them with $, which in a JSON Schema pattern means the very end.
+
+# Characters no text field may hold: C0 and C1 controls, DEL, line and paragraph
+# separators, and the bidi embeddings, overrides and isolates that make text display in
+# another order than it is stored ("Trojan Source"). Bidi marks and the zero-width
+# joiners (emoji sequences, Indic scripts) stay allowed.
+_FORBIDDEN = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+# The white space a name may be padded with (trimmed before it is stored), spelled out
+# because \s means different things in Python and in a JSON Schema (ECMA-262) pattern.
+_SPACE = r"\t\n\v\f\r \xa0\u1680\u2000-\u200a\u202f\u205f\u3000"
+# 1-100 characters once surrounding white space is trimmed, none of them forbidden.
+NAME_PATTERN = (
+    rf"^[{_SPACE}]*[^{_SPACE}{_FORBIDDEN}]"
+    rf"(?:[^{_FORBIDDEN}]{{0,98}}[^{_SPACE}{_FORBIDDEN}])?[{_SPACE}]*\Z"
+)
 # An ASCII address (RFC 5321 sizes): local part up to 64, labels up to 63, a dotted domain.
 EMAIL_PATTERN = (
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+\Z"
 )
 MAX_AMOUNT = 10**12
 
-Name = Annotated[str, Meta(pattern=NAME_PATTERN, description="1-100 characters after trimming")]
+Name = Annotated[
+    str,
+    Meta(pattern=NAME_PATTERN, description="1-100 characters after trimming; no controls"),
+]
 Email = Annotated[
     str, Meta(pattern=EMAIL_PATTERN, max_length=254, description="stored lower-cased; unique")
 ]
-Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
-Sku = Annotated[str, Meta(min_length=1, max_length=64)]
+Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}\Z", description="ISO 4217 code")]
+Sku = Annotated[
+    str,
+    Meta(min_length=1, max_length=64, pattern=rf"^[^{_FORBIDDEN}]*\Z", description="no controls"),
+]
 Quantity = Annotated[int, Meta(ge=1, le=10_000)]
 Amount = Annotated[int, Meta(ge=1, le=MAX_AMOUNT, description="integer minor units")]
 Timestamp = Annotated[str, Meta(description="RFC 3339, UTC, milliseconds")]
-Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")]
 
 
 class UserCreate(Struct, forbid_unknown_fields=True):
@@ -107,6 +129,10 @@ class Health(Struct, omit_defaults=True):
     checks: dict[str, str] = {}
 
 
+# Bodies that must name at least one field: msgspec cannot say so in a Struct, so
+# parse_body enforces it and openapi.py publishes it as `minProperties: 1`.
+NON_EMPTY: frozenset[type[Struct]] = frozenset({UserPatch})
+
 T = TypeVar("T", bound=Struct)
 _PATH_IN_MESSAGE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
@@ -122,10 +148,52 @@ def _pointer(prefix: str, message: str) -> tuple[str, str]:
     return prefix + "".join(f"/{part}" for part in escaped), message[: match.start()]
 
 
+def _json_number(text: str) -> int | float:
+    """A number written with a fraction or exponent: an int when its value is a whole number.
+
+    JSON has one number type, and JSON Schema, so the OpenAPI document, counts 1705.0 and
+    17.05e2 as the integer 1705. Exact: 1e12 + 1e-9 stays a float and is refused where an
+    integer belongs. Beyond 2**53 floats are not exact, and every integer field is smaller.
+    """
+    value = float(text)
+    if value.is_integer() and abs(value) < 2**53 and Decimal(text) == int(value):
+        return int(value)
+    return value
+
+
+_DECODER = msgspec.json.Decoder(float_hook=_json_number)
+# Every body here nests 3 deep at most (an order's items); decoding 10,000 levels would
+# cost recursion and memory for nothing, so deeper bodies are refused before decoding.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|$)', re.DOTALL)
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
+_OPENING = frozenset(b"[{")
+
+
+def nests_deeper_than(body: bytes, limit: int) -> bool:
+    """Whether the JSON text opens more than `limit` arrays/objects inside one another.
+
+    Strings are cut out first, so brackets inside them do not count. A malformed body
+    may count wrong, but then it is refused anyway.
+    """
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        if byte in _OPENING:
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
 def decode_json(body: bytes) -> Any:
     """Bytes to plain JSON values, or InvalidInput for anything that is not well-formed JSON."""
+    if nests_deeper_than(body, MAX_JSON_DEPTH):
+        raise InvalidInput(f"The body nests deeper than {MAX_JSON_DEPTH} levels.")
     try:
-        return msgspec.json.decode(body)
+        return _DECODER.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError):
         raise InvalidInput("The body is not well-formed UTF-8 JSON.") from None
     except RecursionError:
@@ -140,6 +208,8 @@ def parse_body(body: bytes, kind: type[T]) -> T:
             "The body must be a JSON object.", errors=[{"pointer": "", "detail": "not an object"}]
         )
     errors: list[dict[str, str]] = []
+    if not data and kind in NON_EMPTY:
+        errors.append({"pointer": "", "detail": "empty object: send at least one field"})
     fields = {field.encode_name: field for field in msgspec.structs.fields(kind)}
     for name in data:
         if name not in fields:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
+import tempfile
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from hypothesis.configuration import set_hypothesis_home_dir
 from pymongo import monitoring
 
 from service.app import create_app
@@ -22,6 +25,19 @@ from tests.servers import MongoServer, RedisServer, in_ci, redis_server_binary
 
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, web.Application]]]
 Client = TestClient[Any, web.Application]
+_HYPOTHESIS_HOME = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis (under schemathesis) caches constants and Unicode tables: not in the checkout."""
+    home = Path(tempfile.mkdtemp(prefix="user-service-hypothesis-"))
+    config.stash[_HYPOTHESIS_HOME] = home
+    set_hypothesis_home_dir(home)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    set_hypothesis_home_dir(None)
+    shutil.rmtree(config.stash[_HYPOTHESIS_HOME], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +99,7 @@ class CommandRecorder(monitoring.CommandListener):
     def __init__(self, database: str) -> None:
         self.database = database
         self.events: list[tuple[str, str, int]] = []
+        self.commands: list[dict[str, Any]] = []  # the documents of the started ones
         self._lock = threading.Lock()
 
     def _add(self, kind: str, name: str, request_id: int) -> None:
@@ -91,6 +108,8 @@ class CommandRecorder(monitoring.CommandListener):
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.database_name == self.database:
+            with self._lock:
+                self.commands.append(dict(event.command))
             self._add("started", event.command_name, event.request_id)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
@@ -108,6 +127,7 @@ class CommandRecorder(monitoring.CommandListener):
     def clear(self) -> None:
         with self._lock:
             self.events.clear()
+            self.commands.clear()
 
 
 @pytest.fixture

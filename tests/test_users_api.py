@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from typing import Any
 
 import pytest
@@ -45,6 +46,17 @@ async def test_duplicate_email_is_409_case_insensitively(client: Client, mongo: 
     response = await client.post("/users", json={"name": "G", "email": "GRACE@example.com"})
     assert response.status == 409
     await checked(response, "POST", "/users")
+    assert await mongo.users.count_documents({}) == 1
+
+
+async def test_a_trailing_newline_does_not_make_a_second_email(
+    client: Client, mongo: Mongo
+) -> None:
+    await create(client, email="grace@example.com")
+    response = await client.post("/users", json={"name": "G", "email": "grace@example.com\n"})
+    assert response.status == 400
+    problem = await checked(response, "POST", "/users")
+    assert [error["pointer"] for error in problem["errors"]] == ["/email"]
     assert await mongo.users.count_documents({}) == 1
 
 
@@ -95,6 +107,12 @@ async def test_name_of_100_characters_after_trimming_is_accepted(client: Client)
         (b'{"name": "\xff\xfe", "email": "a@example.com"}', JSON, 400),
         (b"[" * 50_000 + b"]" * 10, JSON, 400),
         (b'{"name": "' + b"a" * 70_000 + b'", "email": "a@example.com"}', JSON, 413),
+        (b"this is not gzip", {**JSON, "Content-Encoding": "gzip"}, 400),  # was a 500
+        (
+            gzip.compress(b'{"name": "' + b"a" * 10_000_000 + b'"}'),
+            {**JSON, "Content-Encoding": "gzip"},
+            413,
+        ),  # 10 KB that inflate to 10 MB
     ],
 )
 async def test_bad_bodies(
@@ -134,6 +152,31 @@ async def test_bad_paging_parameters_are_400(client: Client, query: str) -> None
     response = await client.get(f"/users?{query}")
     assert response.status == 400
     await checked(response, "GET", "/users")
+
+
+@pytest.mark.parametrize(
+    ("query", "errors"),
+    [
+        ("email=ada@example.com", [("email", "unknown parameter")]),
+        ("limit[$gt]=0", [("limit[$gt]", "unknown parameter")]),
+        ("limit=5&limit=100", [("limit", "given more than once")]),
+        (
+            "after=a&after=b&sort=-id",
+            [("sort", "unknown parameter"), ("after", "given more than once")],
+        ),
+    ],
+)
+async def test_unknown_and_repeated_paging_parameters_are_400(
+    client: Client, recorder: CommandRecorder, query: str, errors: list[tuple[str, str]]
+) -> None:
+    """A filter the service lacks must not answer with an unfiltered page."""
+    recorder.clear()
+    for path, template in (("/users", "/users"), ("/users/u1/orders", "/users/{user_id}/orders")):
+        response = await client.get(f"{path}?{query}")
+        assert response.status == 400
+        problem = await checked(response, "GET", template)
+        assert [(e["pointer"], e["detail"]) for e in problem["errors"]] == errors
+    assert recorder.started_names() == []
 
 
 async def test_tampered_cursor_is_400(client: Client) -> None:

@@ -16,6 +16,7 @@ from service.schemas import parse_body
 
 T = TypeVar("T", bound=Struct)
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+_PAGE_PARAMETERS = frozenset({"limit", "after"})
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
@@ -31,10 +32,32 @@ async def json_body(request: web.Request, kind: type[T]) -> T:
     """The validated body; 415 unless it is declared JSON, 413 (raised by read) when too big."""
     if request.content_type != "application/json":
         raise UnsupportedMediaType("Send the body as `Content-Type: application/json`.")
-    return parse_body(await request.read(), kind)
+    try:
+        body = await request.read()
+    except web.RequestPayloadError:
+        # A body that is not what its Content-Encoding says (gzip that is not gzip), or
+        # that ends before its declared length: a client error, not a 500.
+        raise InvalidInput("The body could not be read as sent (Content-Encoding).") from None
+    return parse_body(body, kind)
 
 
 def page_params(request: web.Request) -> tuple[int, str | None]:
+    """`limit` and `after`, each at most once; any other parameter is a 400.
+
+    A filter the service does not have (`?email=...`, `?limit[$gt]=0`) must not quietly
+    answer with an unfiltered page, and a repeated one must not mean what a proxy in front
+    of us thinks it means.
+    """
+    errors = [
+        {"pointer": name, "detail": "unknown parameter"}
+        for name in sorted(set(request.query) - _PAGE_PARAMETERS)
+    ] + [
+        {"pointer": name, "detail": "given more than once"}
+        for name in sorted(_PAGE_PARAMETERS)
+        if len(request.query.getall(name, ())) > 1
+    ]
+    if errors:
+        raise InvalidInput("Page with `limit` and `after` alone, each at most once.", errors=errors)
     raw = request.query.get("limit")
     limit = DEFAULT_LIMIT
     if raw is not None:
@@ -46,7 +69,10 @@ def page_params(request: web.Request) -> tuple[int, str | None]:
         limit = int(raw)
     after = request.query.get("after")
     if after is not None and not after:
-        raise InvalidInput("`after` must be a cursor from a previous page.")
+        raise InvalidInput(
+            "`after` must be a cursor from a previous page.",
+            errors=[{"pointer": "after", "detail": "empty"}],
+        )
     return limit, after
 
 

@@ -1,0 +1,56 @@
+"""The repository's pure rules, tested directly: cursors."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from service.errors import InvalidInput
+from service.repository import OrderPosition, UserPosition, decode_cursor, encode_cursor
+from tests.api import DOCUMENT
+
+
+def test_cursors_round_trip() -> None:
+    assert decode_cursor(encode_cursor({"id": "u1"}), UserPosition) == UserPosition(id="u1")
+    order = encode_cursor({"t": 1_767_225_600_000, "id": "o-1"})
+    assert decode_cursor(order, OrderPosition) == OrderPosition(t=1_767_225_600_000, id="o-1")
+
+
+def test_cursors_have_the_documented_shape() -> None:
+    (after,) = [p for p in DOCUMENT["paths"]["/users"]["get"]["parameters"] if p["name"] == "after"]
+    pattern = after["schema"]["pattern"]
+    for position in ({"id": "u" * 64}, {"t": 253_402_300_799_999, "id": "o_-" * 21}, {"id": "a"}):
+        assert re.search(pattern, encode_cursor(position)), position
+    assert not re.search(pattern, "eyJpZCI6IngifQ.AAAA")
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        {"t": 10**20, "id": "o1"},  # past year 9999: datetime would overflow (was a 500)
+        {"t": -1, "id": "o1"},
+        {"t": True, "id": "o1"},
+        {"t": 1.5, "id": "o1"},
+        {"t": "1", "id": "o1"},
+        {"t": 1, "id": {"$gt": ""}},
+        {"t": 1, "id": "$where"},
+        {"t": 1, "id": "o1", "$or": []},
+        {"t": 1},
+        {"id": "o1"},
+    ],
+)
+def test_forged_order_cursors_are_refused(position: dict[str, Any]) -> None:
+    """The key is no secret: a well-signed cursor must still hold a sane position."""
+    with pytest.raises(InvalidInput) as raised:
+        decode_cursor(encode_cursor(position), OrderPosition)
+    assert raised.value.errors == [{"pointer": "after", "detail": "tampered or malformed"}]
+
+
+@pytest.mark.parametrize(
+    "position", [{"id": {"$ne": None}}, {"id": ["a"]}, {"id": 5}, {"id": "a.b"}, {}, []]
+)
+def test_forged_user_cursors_are_refused(position: Any) -> None:
+    with pytest.raises(InvalidInput):
+        decode_cursor(encode_cursor(position), UserPosition)
