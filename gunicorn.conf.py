@@ -38,10 +38,13 @@ bind = [f"{_settings.server.host}:{_settings.server.port}"]
 # created in each worker. A client created before fork() is shared by all workers and breaks.
 preload_app = False
 
-# SIGTERM: drain (readiness 503, still serving), then in-flight requests get the graceful
-# timeout; gunicorn's own graceful_timeout must cover both or it SIGKILLs the workers.
-graceful_timeout = math.ceil(
-    _settings.shutdown.drain_seconds + _settings.shutdown.graceful_timeout_seconds
+# SIGTERM: drain (readiness 503, still serving), then in-flight requests get exactly the
+# graceful timeout (service/worker.py); gunicorn's own graceful_timeout covers both, plus
+# a margin for closing clients, or it would SIGKILL a worker still finishing requests.
+GRACEFUL_MARGIN_SECONDS = 5
+graceful_timeout = (
+    math.ceil(_settings.shutdown.drain_seconds + _settings.shutdown.graceful_timeout_seconds)
+    + GRACEFUL_MARGIN_SECONDS
 )
 # A worker silent for this long (event loop blocked) is killed and replaced.
 timeout = 30

@@ -13,7 +13,7 @@ from aiohttp import web
 from service.app import create_app, settings_or_exit
 from service.config import Settings
 from service.db import Mongo
-from service.lifecycle import begin_shutdown
+from service.lifecycle import begin_shutdown, end_in_flight
 from service.logs import configure_logging
 from service.seed import seed
 
@@ -66,7 +66,7 @@ async def serve(settings: Settings) -> None:
     runner = web.AppRunner(
         app,
         handle_signals=False,
-        shutdown_timeout=settings.shutdown.graceful_timeout_seconds,
+        shutdown_timeout=settings.shutdown.graceful_timeout_seconds + 1,  # see end_in_flight
         access_log=None,  # the service writes its own structured access log
     )
     await runner.setup()
@@ -78,6 +78,7 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     begin_shutdown(app, settings.shutdown.drain_seconds)
     await asyncio.sleep(settings.shutdown.drain_seconds)
+    end_in_flight(app)
     await runner.cleanup()
 
 

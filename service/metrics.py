@@ -288,8 +288,8 @@ class Metrics:
         """The hot path: five additions under keys computed once per (method, route, status)."""
         keys = self._keys_for_request(method, route, status)
         bucket = keys.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)]
-        store = self._store
         with self._lock:
+            store = self._store
             store.add(keys.in_progress, -1.0)
             store.add(keys.total, 1.0)
             store.add(bucket, 1.0)
@@ -330,7 +330,11 @@ class Metrics:
         return content, dict(headers)
 
     def close(self) -> None:
-        self._store.close()
+        """Close the sample file; events that arrive later (driver threads finishing a
+        command after shutdown) land in a dict nobody reads instead of a closed map."""
+        with self._lock:
+            self._store.close()
+            self._store = MemorySamples()
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,6 +208,12 @@ class Deadlines:
             self._expired.discard(task)
             deadline_var.reset(token)
 
+    def bring_forward(self, seconds: float) -> None:
+        """No request in flight may run longer than `seconds` from now (shutdown)."""
+        latest = asyncio.get_running_loop().time() + seconds
+        for task, deadline in self._running.items():
+            self._running[task] = min(deadline, latest)
+
     def sweep(self, now: float) -> None:
         overdue = [task for task, deadline in self._running.items() if deadline <= now]
         for task in overdue:

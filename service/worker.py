@@ -13,18 +13,51 @@ from aiohttp import web
 from aiohttp.worker import GunicornUVLoopWebWorker
 
 from service.config import SETTINGS
-from service.lifecycle import begin_shutdown
+from service.lifecycle import begin_shutdown, end_in_flight
 
 
 class Worker(GunicornUVLoopWebWorker):
+    """aiohttp's uvloop worker, with the service's drain and its own graceful timeout.
+
+    aiohttp's worker gives in-flight requests 95% of gunicorn's graceful_timeout, counted
+    after our drain (and, for a handler not reading its body, as long again), so it could
+    outlast gunicorn's limit and end in SIGKILL. Here requests get exactly
+    `shutdown.graceful_timeout_seconds` after the drain (`end_in_flight`), and
+    gunicorn.conf.py sets graceful_timeout to the drain plus that plus a margin.
+    """
+
+    _app: web.Application | None = None
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app: object = self.wsgi  # type: ignore[has-type]  # gunicorn sets it, untyped
+        if not isinstance(app, web.Application) or SETTINGS not in app:
+            return
+        self._app = app
+        graceful = app[SETTINGS].shutdown.graceful_timeout_seconds
+
+        async def runner() -> web.AppRunner:
+            # aiohttp's worker awaits a coroutine function for its runner (no access_log:
+            # the service writes its own access lines).
+            return web.AppRunner(
+                app,
+                logger=self.log,
+                keepalive_timeout=self.cfg.keepalive,
+                access_log=None,
+                shutdown_timeout=graceful + 1,  # a backstop: see end_in_flight
+            )
+
+        self.wsgi = runner
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        app = self.wsgi
         drain = 0.0
-        if isinstance(app, web.Application) and SETTINGS in app:
-            drain = app[SETTINGS].shutdown.drain_seconds
-            begin_shutdown(app, drain)
+        if self._app is not None:
+            drain = self._app[SETTINGS].shutdown.drain_seconds
+            begin_shutdown(self._app, drain)
         self.loop.call_later(drain, self._stop_serving)
 
     def _stop_serving(self) -> None:
+        if self._app is not None:
+            end_in_flight(self._app)
         self.alive = False
         self._notify_waiter_done()

@@ -4,16 +4,20 @@ under concurrent load from this test process: nothing started before SIGTERM may
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import pymongo
 import pytest
 
 from tests.servers import MongoServer, free_port, wait_for_port
@@ -132,3 +136,61 @@ async def test_sigterm_drains_then_exits_0_without_failing_started_requests(
     ]
     assert during_drain
     assert set(during_drain) == {200}, "the server stopped serving before the drain ended"
+
+
+def test_gunicorn_gives_a_stuck_request_the_graceful_timeout_then_exits_without_sigkill(
+    mongo_server: MongoServer, test_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A request stuck in the database (every find blocks past the socket timeout, and is
+    retried up to ten times) outlasts drain + graceful timeout. aiohttp's own worker would
+    give it 95% of gunicorn's graceful_timeout after the drain, past gunicorn's limit:
+    SIGKILL. Ours cuts it off at exactly the graceful timeout and exits cleanly."""
+    port = free_port()
+    drain, graceful = 1.0, 3.0
+    env = {**os.environ, **test_env, "PORT": str(port), "WEB_CONCURRENCY": "1",
+           "SHUTDOWN_DRAIN_SECONDS": str(drain), "GRACEFUL_TIMEOUT_SECONDS": str(graceful),
+           "REQUEST_DEADLINE_SECONDS": "60", "RETRY_MAX_TRIES": "10",
+           "LOG_LEVEL": "INFO"}  # fmt: skip
+    log_path = tmp_path / "gunicorn.log"
+    admin: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(mongo_server.url)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            _command("gunicorn"), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for_port(port, process=process)
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{base}/health/live") as live:  # noqa: S310 - http
+            assert live.status == 200
+        admin.admin.command(
+            "configureFailPoint", "failCommand", mode="alwaysOn",
+            data={"failCommands": ["find"], "blockConnection": True, "blockTimeMS": 10_000},
+        )  # fmt: skip
+        stuck = threading.Thread(
+            target=_get_ignoring_errors, args=(f"{base}/users/{'a' * 24}",), daemon=True
+        )
+        stuck.start()
+        time.sleep(0.5)  # the request is now waiting on the database
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        exit_code = process.wait(timeout=drain + graceful + 15)
+        elapsed = time.monotonic() - signalled
+    finally:
+        admin.admin.command("configureFailPoint", "failCommand", mode="off")
+        admin.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log_path.read_text()
+    assert exit_code == 0, text
+    assert "SIGKILL" not in text, text
+    assert "Worker exiting" in text, text  # its own clean exit, not gunicorn's kill
+    assert drain + graceful - 0.5 < elapsed < drain + graceful + 5, (
+        elapsed,
+        text,
+    )  # gunicorn margin
+
+
+def _get_ignoring_errors(url: str) -> None:
+    with contextlib.suppress(OSError):
+        urllib.request.urlopen(url, timeout=30).close()  # noqa: S310 - http
