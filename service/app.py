@@ -18,7 +18,7 @@ from service.cache import CACHE_STATS, RESPONSE_CACHE, CacheStats, cache_ctx
 from service.config import SETTINGS, ConfigError, Settings, load_settings
 from service.db import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
 from service.handlers.openapi import OPENAPI_DOCUMENT
-from service.lifecycle import LIFECYCLE, Lifecycle
+from service.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects
 from service.limits import IN_FLIGHT, InFlight, parser_limits
 from service.logs import (
     ACCESS_LOG,
@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
             mongo_ctx,
             cache_ctx,
             repository_ctx,
+            freeze_startup_objects,
         ]
     )
     app.on_shutdown.append(_mark_shutting_down)

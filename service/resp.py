@@ -14,6 +14,7 @@ TimeoutError, and the next call connects afresh.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import deque
 from typing import Any, cast
@@ -40,6 +41,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # small pipelined writes must not wait for Nagle's algorithm
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, command: bytes, future: asyncio.Future[Any]) -> None:
         if not self._buffer:  # the first command this iteration: write them all at its end
