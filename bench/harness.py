@@ -161,12 +161,15 @@ def wrk(
     output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("BENCH_JSON "))
     data = json.loads(line.removeprefix("BENCH_JSON "))
-    return {
+    result = {
         "rps": data["requests"] / (data["duration_us"] / 1e6),
         "p50_ms": data["p50_us"] / 1000,
         "p99_ms": data["p99_us"] / 1000,
         "errors": sum(data["errors"].values()),
     }
+    # Which kind: connect, read, write, status (a non-2xx/3xx answer), timeout (5 s).
+    result.update({f"errors_{kind}": count for kind, count in data["errors"].items()})
+    return result
 
 
 def machine() -> str:
