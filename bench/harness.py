@@ -145,8 +145,13 @@ def wrk(
     connections: int = 50,
     hot: int = 0,
     write_percent: int = 0,
+    statuses: bool = False,
 ) -> dict[str, float]:
-    """One wrk run through bench/lua/scenario.lua: requests/s, p50/p99 (ms) and errors."""
+    """One wrk run through bench/lua/scenario.lua: requests/s, p50/p99 (ms) and errors.
+
+    With `statuses`, also how many answers came back with each non-2xx status
+    (`status_503`...), at some cost to wrk's own speed.
+    """
     env = {
         **os.environ,
         "BENCH_LUA_DIR": str(BENCH / "lua"),
@@ -154,6 +159,7 @@ def wrk(
         "BENCH_HOT": str(hot),
         "BENCH_WRITE_PERCENT": str(write_percent),
         "BENCH_TOKEN": TOKEN,
+        "BENCH_STATUSES": "1" if statuses else "0",
     }
     command = ["wrk", "--threads", "2", "--connections", str(connections)]
     command += ["--duration", f"{max(1, round(seconds))}s", "--timeout", "5s"]
@@ -169,6 +175,7 @@ def wrk(
     }
     # Which kind: connect, read, write, status (a non-2xx/3xx answer), timeout (5 s).
     result.update({f"errors_{kind}": count for kind, count in data["errors"].items()})
+    result.update({f"status_{code}": n for code, n in data["statuses"].items() if code[0] != "2"})
     return result
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from bench.harness import (
     HOT_SET,
+    RESULTS,
     machine,
     memory_mb,
     stack,
@@ -26,6 +28,16 @@ from bench.harness import (
 )
 
 RSS_GROWTH_LIMIT = 0.10
+
+
+def _keep_server_log(log: Path) -> None:
+    """Keep what the server said besides access lines (and any 5xx access line)."""
+    kept = [
+        line
+        for line in log.read_text(errors="replace").splitlines()
+        if '"logger":"service.access"' not in line or '"status":5' in line
+    ]
+    (RESULTS / "soak-server.log").write_text("\n".join(kept) + "\n")
 
 
 def main() -> int:
@@ -43,13 +55,13 @@ def main() -> int:
     with stack("user-service-soak-") as servers:
         port, process = start_service(servers, "redis", args.workers)
         try:
-            wrk(port, args.warmup, servers.ids_file, **load)
+            wrk(port, args.warmup, servers.ids_file, statuses=True, **load)
             pids = worker_pids(process.pid)
             start_rss = memory_mb(pids, "VmRSS")
             print(f"soak: warm, workers {pids} at {start_rss:.1f} MB; soaking...", flush=True)
             started = time.monotonic()
             while time.monotonic() - started < args.minutes * 60:
-                window = wrk(port, args.every, servers.ids_file, **load)
+                window = wrk(port, args.every, servers.ids_file, statuses=True, **load)
                 rss = memory_mb(pids, "VmRSS")
                 samples.append({**window, "rss_mb": rss, "t": round(time.monotonic() - started)})
                 print(
@@ -60,9 +72,16 @@ def main() -> int:
             replaced = worker_pids(process.pid) != pids
         finally:
             stop(process)
+            _keep_server_log(servers.log)
     end_rss = samples[-1]["rss_mb"]
     growth = (end_rss - start_rss) / start_rss
     errors = int(sum(s["errors"] for s in samples))
+    statuses: dict[str, int] = {}
+    for sample in samples:
+        for key, n in sample.items():
+            if key.startswith("status_"):
+                code = key.removeprefix("status_")
+                statuses[code] = statuses.get(code, 0) + int(n)
     requests = sum(s["rps"] * args.every for s in samples)
     passed = growth < RSS_GROWTH_LIMIT and errors == 0 and not replaced
     text = "\n".join(
@@ -79,6 +98,11 @@ def main() -> int:
             f"| {'PASS' if passed else 'FAIL'} (growth < 10%, 0 errors) |",
         ]
     )
+    if statuses:
+        text += "\n\nNon-2xx answers: " + ", ".join(
+            f"{n} x {c}" for c, n in sorted(statuses.items())
+        )
+        text += " (the server's warnings and errors: bench/results/soak-server.log)."
     write_result("soak", {"machine": machine(), "samples": samples, "start_rss_mb": start_rss})
     print(text)
     if args.update_readme:

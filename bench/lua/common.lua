@@ -10,13 +10,19 @@ function M.load_ids(path, limit)
   return ids
 end
 
-function M.report(summary, latency)
+function M.report(summary, latency, statuses)
   local errors = summary.errors
+  local counted = {}
+  for status, n in pairs(statuses or {}) do
+    counted[#counted + 1] = string.format('"%d": %d', status, n)
+  end
   io.write(string.format(
     'BENCH_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, ' ..
-    '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}}\n',
+    '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
+    '"statuses": {%s}}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    errors.connect, errors.read, errors.write, errors.status, errors.timeout))
+    errors.connect, errors.read, errors.write, errors.status, errors.timeout,
+    table.concat(counted, ", ")))
 end
 
 return M

@@ -2,6 +2,7 @@
 --   BENCH_IDS   file of user ids, one per line     BENCH_HOT   use only the first N ids
 --   BENCH_WRITE_PERCENT  share of POST /users/{id}/orders (0 = reads only, 100 = writes only)
 --   BENCH_TOKEN bearer token for writes
+--   BENCH_STATUSES=1  count answers by status (slows wrk a little: the soak uses it)
 package.path = os.getenv("BENCH_LUA_DIR") .. "/?.lua;" .. package.path
 local common = require("common")
 
@@ -12,8 +13,18 @@ local token = os.getenv("BENCH_TOKEN") or ""
 local order = '{"amount": 1999, "currency": "EUR", "items": [{"sku": "BENCH-1", "quantity": 2}]}'
 local write_headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}
 
+local threads = {}
+
 function setup(thread)
   thread:set("seed", math.random(1, 1000000))
+  table.insert(threads, thread)
+end
+
+statuses = {}
+if os.getenv("BENCH_STATUSES") == "1" then
+  function response(status, headers, body)
+    statuses[status] = (statuses[status] or 0) + 1
+  end
 end
 
 function init(args)
@@ -29,5 +40,11 @@ function request()
 end
 
 function done(summary, latency, requests)
-  common.report(summary, latency)
+  local counted = {}
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("statuses") or {}) do
+      counted[status] = (counted[status] or 0) + n
+    end
+  end
+  common.report(summary, latency, counted)
 end
