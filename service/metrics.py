@@ -232,8 +232,8 @@ class Metrics:
         self.directory = directory
         self._keys: dict[tuple[str, tuple[tuple[str, str], ...], str], str] = {}
         self._request_keys: dict[tuple[str, str, int], _RequestKeys] = {}
-        # (method, route) -> in-progress key; (cache, event) -> counter key
-        self._started_keys: dict[tuple[str, str], str] = {}
+        # (metric, label values...) -> key, for the hot paths: no labels dict per call.
+        self._hot_keys: dict[tuple[str, str, str], str] = {}
 
     def _key(self, name: str, labels: dict[str, str], part: str = "") -> str:
         cache_key = (name, tuple(labels.items()), part)
@@ -277,10 +277,11 @@ class Metrics:
         return found
 
     def request_started(self, method: str, route: str) -> None:
-        key = self._started_keys.get((method, route))
+        name = "http_requests_in_progress"
+        key = self._hot_keys.get((name, method, route))
         if key is None:
-            key = self._key("http_requests_in_progress", {"method": method, "route": route})
-            self._started_keys[(method, route)] = key
+            key = self._key(name, {"method": method, "route": route})
+            self._hot_keys[(name, method, route)] = key
         with self._lock:
             self._store.add(key, 1.0)
 
@@ -298,10 +299,11 @@ class Metrics:
 
     def cache_event(self, cache: str, event: str) -> None:
         """Once per cached read: the key is looked up, not built."""
-        key = self._started_keys.get((cache, event))
+        name = _CACHE_COUNTERS[event]
+        key = self._hot_keys.get((name, cache, ""))
         if key is None:
-            key = self._key(_CACHE_COUNTERS[event], {"cache": cache})
-            self._started_keys[(cache, event)] = key
+            key = self._key(name, {"cache": cache})
+            self._hot_keys[(name, cache, "")] = key
         with self._lock:
             self._store.add(key, 1.0)
 
