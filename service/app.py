@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[METRICS] = metrics = create_metrics(app)
     listeners: list[CommandListener] = [DatabaseTimer(metrics)]
     app[MONGO_LISTENERS] = listeners
-    app[RETRY_POLICY] = RetryPolicy(settings.retry, settings.request.deadline_seconds)
+    app[RETRY_POLICY] = RetryPolicy(settings.retry)
     app[RETRY_POLICY].hooks.append(metrics.retry)
     app[CACHE_STATS] = CacheStats(hooks=[metrics.cache_event])
     app[ACCESS_LOG] = AccessLog(settings.log)

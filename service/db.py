@@ -9,7 +9,6 @@ drivers) and the error classes re-exported below.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -31,6 +30,7 @@ from pymongo.errors import (
 )
 from pymongo.monitoring import CommandListener
 
+from service.background import running
 from service.config import SETTINGS, MongoSettings, redact_url
 
 __all__ = [
@@ -147,9 +147,6 @@ async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     listeners: list[CommandListener] = app.get(MONGO_LISTENERS, [])
     mongo = Mongo(app[SETTINGS].mongo, listeners)
     app[MONGO] = mongo
-    indexer = asyncio.create_task(mongo.ensure_indexes_until_done(), name="ensure-indexes")
-    yield
-    indexer.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await indexer
+    async with running(mongo.ensure_indexes_until_done(), "ensure-indexes"):
+        yield
     mongo.close()

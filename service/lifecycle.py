@@ -34,17 +34,15 @@ def begin_shutdown(app: web.Application, drain_seconds: float) -> None:
     log.info("shutdown requested: readiness is 503, draining for %.1fs", drain_seconds)
 
 
-def end_in_flight(app: web.Application) -> float:
+def end_in_flight(app: web.Application) -> None:
     """The drain is over: every request in flight now has at most the graceful timeout.
 
     aiohttp's own shutdown waits its timeout for handlers and then, for a handler that is
     not reading its body, as long again; bringing every deadline forward makes a request
     still busy at the end answer 503 in time, so the process exits within drain +
-    graceful timeout. Returns the timeout, for the runner's backstop.
+    graceful timeout.
     """
-    graceful = app[SETTINGS].shutdown.graceful_timeout_seconds
-    app[DEADLINES].bring_forward(graceful)
-    return graceful
+    app[DEADLINES].bring_forward(app[SETTINGS].shutdown.graceful_timeout_seconds)
 
 
 async def freeze_startup_objects(app: web.Application) -> AsyncIterator[None]:

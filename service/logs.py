@@ -6,8 +6,6 @@ cache warnings) logs it without being handed the request.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import contextvars
 import ipaddress
 import itertools
@@ -24,6 +22,7 @@ from typing import TextIO
 import orjson
 from aiohttp import web
 
+from service.background import every, running
 from service.config import LogSettings
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -224,15 +223,6 @@ ACCESS_LOG = web.AppKey("access_log", AccessLog)
 async def access_log_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: write batched access lines every FLUSH_SECONDS; the rest at shutdown."""
     access = app[ACCESS_LOG]
-
-    async def flush_forever() -> None:
-        while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            access.flush()
-
-    flusher = asyncio.create_task(flush_forever(), name="access-log")
-    yield
-    flusher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await flusher
+    async with running(every(FLUSH_SECONDS, access.flush), "access-log"):
+        yield
     access.flush()

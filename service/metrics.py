@@ -15,7 +15,6 @@ renders it, so recording a request costs a few additions and nothing more.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import contextlib
 import fcntl
@@ -37,6 +36,7 @@ from aioprometheus import histogram as aioprometheus_histogram
 from aioprometheus.collectors import Counter, Gauge, Histogram, Registry
 from aioprometheus.renderer import render
 
+from service.background import every, running
 from service.config import SETTINGS
 from service.db import CommandListener
 from service.logs import route_label
@@ -456,23 +456,16 @@ async def metrics_handler(request: web.Request) -> web.Response:
 PROCESS_SAMPLE_SECONDS = 5.0
 
 
-async def _sample_process_forever(metrics: Metrics) -> None:
-    """Keep this worker's process gauges fresh for scrapes answered by its siblings."""
-    while True:
-        metrics.sample_process()
-        await asyncio.sleep(PROCESS_SAMPLE_SECONDS)
-
-
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: under gunicorn, keep this worker's process gauges fresh for scrapes
+    answered by its siblings; close the sample file at the end."""
     metrics = app[METRICS]
-    sampler = None
-    if metrics.directory is not None:
-        sampler = asyncio.create_task(_sample_process_forever(metrics), name="process-metrics")
-    yield
-    if sampler is not None:
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
+    if metrics.directory is None:
+        yield
+    else:
+        metrics.sample_process()
+        async with running(every(PROCESS_SAMPLE_SECONDS, metrics.sample_process), "process"):
+            yield
     metrics.close()
 
 

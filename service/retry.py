@@ -11,7 +11,6 @@ retries becomes `Unavailable` (503 + Retry-After), never a 500.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import logging
@@ -24,6 +23,7 @@ import backoff
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from service.background import every, running
 from service.config import RetrySettings
 from service.db import (
     ConnectionFailure,
@@ -94,7 +94,6 @@ class RetryPolicy:
     """Settings plus the counters the metrics read: retries by (operation, error class)."""
 
     settings: RetrySettings
-    deadline_seconds: float
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     hooks: list[OnRetry] = field(default_factory=list)
 
@@ -221,11 +220,8 @@ class Deadlines:
             self._expired.add(task)
             task.cancel()
 
-    async def watch(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.tick)
-            self.sweep(loop.time())
+    def sweep_now(self) -> None:
+        self.sweep(asyncio.get_running_loop().time())
 
 
 DEADLINES = web.AppKey("deadlines", Deadlines)
@@ -233,8 +229,6 @@ DEADLINES = web.AppKey("deadlines", Deadlines)
 
 async def deadlines_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: run the deadline watchdog while the app serves."""
-    watchdog = asyncio.create_task(app[DEADLINES].watch(), name="deadlines")
-    yield
-    watchdog.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watchdog
+    deadlines = app[DEADLINES]
+    async with running(every(deadlines.tick, deadlines.sweep_now), "deadlines"):
+        yield
