@@ -18,17 +18,17 @@ from dataclasses import asdict, dataclass
 from bench.harness import (
     BIN,
     HOT_SET,
+    ROOT,
     Stack,
     machine,
     memory_mb,
+    publish,
     service_env,
     stack,
     start_gunicorn,
     start_service,
     stop,
-    update_readme,
     worker_pids,
-    write_result,
     wrk,
 )
 from service.seed import seed_id
@@ -211,19 +211,14 @@ def main() -> int:
     )
     text = table(results, machine(), settings)
     seconds = round(time.monotonic() - started)
-    write_result(
-        "latest",
-        {
-            "machine": machine(),
-            "load": settings,
-            "seconds": seconds,
-            "results": [asdict(r) for r in results],
-        },
-    )
-    print(text)
-    print(f"\nbench: {seconds} s; results in bench/results/latest.json")
-    if args.update_readme:
-        update_readme("bench", text)
+    data = {
+        "machine": machine(),
+        "load": settings,
+        "seconds": seconds,
+        "results": [asdict(r) for r in results],
+    }
+    path = publish("bench", data, text, readme=args.update_readme)
+    print(f"\nbench: {seconds} s; results in {path.relative_to(ROOT)}")
     return 0
 
 

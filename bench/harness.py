@@ -188,7 +188,19 @@ def machine() -> str:
     return f"{os.cpu_count()} x {model}, Python {platform.python_version()}, {platform.system()}"
 
 
-def update_readme(marker: str, text: str) -> None:
+def publish(name: str, data: object, text: str, *, readme: bool) -> Path:
+    """Write `data` to bench/results/<name>.json, print `text`, and with `readme` put it
+    between README.md's `<!-- <name>:start -->` and `<!-- <name>:end -->` markers."""
+    path = RESULTS / f"{name}.json"
+    RESULTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
+    print(text)
+    if readme:
+        _update_readme(name, text)
+    return path
+
+
+def _update_readme(marker: str, text: str) -> None:
     """Replace what sits between `<!-- {marker}:start -->` and `<!-- {marker}:end -->`."""
     readme = ROOT / "README.md"
     content = readme.read_text()
@@ -198,10 +210,3 @@ def update_readme(marker: str, text: str) -> None:
     before, _, rest = content.partition(start)
     _, _, after = rest.partition(end)
     readme.write_text(f"{before}{start}\n{text}\n{end}{after}")
-
-
-def write_result(name: str, data: object) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(data, indent=2))
-    return path

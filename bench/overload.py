@@ -28,7 +28,7 @@ import aiohttp
 import pymongo
 import uvloop
 
-from bench.harness import machine, stack, start_service, stop, update_readme, write_result, wrk
+from bench.harness import machine, publish, stack, start_service, stop, wrk
 
 CLIENT_TIMEOUT = 5.0
 FAST_503_MS = 100.0
@@ -174,13 +174,8 @@ def main() -> int:
             f"{FAST_503_MS:g} ms; no timeouts or failures; no 503 once the load drops).",
         ]
     )
-    write_result(
-        "overload",
-        {"machine": machine(), "sustainable": sustainable, "phases": [asdict(p) for p in phases]},
-    )
-    print(text)
-    if args.update_readme:
-        update_readme("overload", text)
+    data = {"machine": machine(), "sustainable": sustainable, "phases": [asdict(p) for p in phases]}
+    publish("overload", data, text, readme=args.update_readme)
     return 0 if passed else 1
 
 

@@ -18,12 +18,11 @@ from bench.harness import (
     RESULTS,
     machine,
     memory_mb,
+    publish,
     stack,
     start_service,
     stop,
-    update_readme,
     worker_pids,
-    write_result,
     wrk,
 )
 
@@ -103,10 +102,8 @@ def main() -> int:
             f"{n} x {c}" for c, n in sorted(statuses.items())
         )
         text += " (the server's warnings and errors: bench/results/soak-server.log)."
-    write_result("soak", {"machine": machine(), "samples": samples, "start_rss_mb": start_rss})
-    print(text)
-    if args.update_readme:
-        update_readme("soak", text)
+    data = {"machine": machine(), "samples": samples, "start_rss_mb": start_rss}
+    publish("soak", data, text, readme=args.update_readme)
     return 0 if passed else 1
 
 
