@@ -7,6 +7,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -149,8 +151,21 @@ def test_adev_runserver_serves_the_app_factory(test_env: dict[str, str], tmp_pat
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, timeout=60, process=process)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=10) as reply:
-            assert reply.status == 200
+        # adev restarts the app when a watched file changes (other tests write files), and
+        # its port may refuse for that moment: ask again until it answers.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/health/live", timeout=10
+                ) as reply:
+                    assert reply.status == 200
+                    break
+            except urllib.error.URLError as error:  # urlopen wraps a refused connection
+                if not isinstance(error.reason, ConnectionRefusedError):
+                    raise
+                assert time.monotonic() < deadline, "adev never served the app"
+                time.sleep(0.2)
     finally:
         process.terminate()
         process.wait(timeout=30)
