@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEV_MONGO_PORT ?= 27018
 DEV_PORT ?= 8080
 
-.PHONY: help venv lint format test run seed bench clean
+.PHONY: help venv system-deps lint format test run seed bench clean
 
 help:
 	@echo "make run    - SecantusDB under var/, demo data, service on http://127.0.0.1:$(DEV_PORT) (reloads)"
@@ -34,7 +34,11 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+# System packages the suite drives (redis-server, ...): installed when missing and run as root.
+system-deps:
+	@.ci/install-system-packages .ci/system-packages
+
+test: system-deps lint
 	$(BIN)/python -m pytest
 
 # Ctrl-C (or any exit) stops SecantusDB too: the trap kills the process group member we started.
