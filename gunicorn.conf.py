@@ -8,19 +8,13 @@ one line on stderr, exit code 2.
 import math
 import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from service.app import settings_or_exit
 from service.config import ConfigError, check_worker_cache, gunicorn_workers
-from service.metrics import prepare_directory, retire_worker
+from service.metrics import claim_directory, release_directory, retire_worker
 
 _settings = settings_or_exit()
-# Workers share a metrics directory so any of them can answer a scrape for all. The
-# environment carries it to the workers, which load their settings after the fork.
-_metrics_dir = Path(_settings.metrics.directory or tempfile.mkdtemp(prefix="user-service-metrics-"))
-os.environ["METRICS_DIR"] = str(_metrics_dir)
 try:
     check_worker_cache(_settings, gunicorn_workers(_settings))
 except ConfigError as _error:
@@ -59,11 +53,21 @@ loglevel = _settings.log.level.lower()
 proc_name = "user-service"
 
 
-def on_starting(server: Any) -> None:
-    """A fresh start counts from zero: forget a previous run's samples."""
-    prepare_directory(_metrics_dir)
+def when_ready(server: Any) -> None:
+    """Workers share a metrics directory so any of them can answer a scrape for all; a fresh
+    start counts from zero. Claimed once the sockets are bound (a failed start leaves nothing
+    behind) and before any worker forks: the environment carries it to them. Kept on the
+    arbiter, which outlives a SIGHUP reload (that re-runs this file, not this hook)."""
+    server.metrics_directory = claim_directory(_settings.metrics.directory)
+    os.environ["METRICS_DIR"] = str(server.metrics_directory.path)
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Keep a dead worker's counts in the totals, and drop its per-process gauges."""
-    retire_worker(_metrics_dir, worker.pid)
+    """Keep a dead worker's counts in the totals, and drop its per-process series."""
+    retire_worker(server.metrics_directory.path, worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """What the server wrote in the metrics directory goes with it (the directory too, if
+    it made it)."""
+    release_directory(server.metrics_directory)

@@ -48,12 +48,19 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServ
     server.stop()
 
 
-def _require_redis() -> None:
-    if redis_server_binary() is None:
-        message = "redis-server is not installed: `sudo apt-get install redis-server`"
+def require_command(command: str, package: str) -> str:
+    """The path of a tool a test drives: missing, the test skips locally and fails in CI."""
+    path = shutil.which(command)
+    if path is None:
+        message = f"{command} is not installed: `sudo apt-get install {package}`"
         if in_ci():
             pytest.fail(f"{message} (CI must not skip it)")
         pytest.skip(message)
+    return path
+
+
+def _require_redis() -> None:
+    require_command(redis_server_binary() or "redis-server", "redis-server")
 
 
 @pytest.fixture(scope="session")
