@@ -28,6 +28,7 @@ from service.logs import (
     route_label,
 )
 from service.metrics import KNOWN_METHODS, Metrics
+from service.responses import SERVER
 from service.retry import Deadlines
 
 # Probes and scrapes: exempt from the in-flight bound and the deadline (they carry their own
@@ -80,6 +81,7 @@ async def pipeline_middleware(request: web.Request, handler: Handler) -> web.Str
         headers = response.headers
         headers[REQUEST_ID_HEADER] = request_id
         headers["X-Content-Type-Options"] = "nosniff"  # never let a browser sniff a type
+        headers["Server"] = SERVER
         return response
     finally:
         if observed:

@@ -67,7 +67,11 @@ ENDPOINTS = (
 
 
 def setup_routes(app: web.Application) -> None:
-    """One resource per path, holding all its methods: a URL is matched once, not per method."""
+    """One resource per path, holding all its methods: a URL is matched once, not per method.
+
+    Every GET also answers HEAD (RFC 9110 §9.1) with the same handler, so the two cannot
+    disagree; aiohttp sends the headers, Content-Length included, and drops the body.
+    """
     resources: dict[str, web.Resource] = {}
     separate_metrics = app[SETTINGS].metrics.port != 0
     for endpoint in ENDPOINTS:
@@ -77,3 +81,5 @@ def setup_routes(app: web.Application) -> None:
         if resource is None:
             resource = resources[endpoint.path] = app.router.add_resource(endpoint.path)
         resource.add_route(endpoint.method, endpoint.handler)
+        if endpoint.method == "GET":
+            resource.add_route("HEAD", endpoint.handler)
