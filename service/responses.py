@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -32,6 +32,12 @@ def raw_json_response(
     if headers:
         merged.update(headers)
     return web.Response(body=body, status=status, headers=merged)
+
+
+def add_vary(headers: MutableMapping[str, str], name: str) -> None:
+    """Add a request header to Vary (compression and CORS each add theirs)."""
+    current = headers.get("Vary")
+    headers["Vary"] = f"{current}, {name}" if current else name
 
 
 async def name_server(request: web.BaseRequest, response: web.StreamResponse) -> None:
