@@ -14,6 +14,7 @@ Never compressed: bodies under `compression.min_bytes`, 204 and 304 answers, and
 from __future__ import annotations
 
 import re
+import sys
 import zlib
 from collections import OrderedDict
 
@@ -72,8 +73,8 @@ class Compression:
     """The negotiation and the memo of compressed bodies; one per app (per process)."""
 
     def __init__(self, settings: CompressionSettings) -> None:
-        self.enabled = settings.enabled
-        self.min_bytes = settings.min_bytes
+        # Disabled is a threshold no body reaches: one comparison either way.
+        self._min_bytes = settings.min_bytes if settings.enabled else sys.maxsize
         self._level = settings.level
         self._accepts: dict[str, bool] = {}
         self._memo: OrderedDict[bytes, bytes] = OrderedDict()
@@ -81,13 +82,12 @@ class Compression:
 
     def eligible(self, size: int) -> bool:
         """Whether a body this large is compressed for clients that accept gzip."""
-        return self.enabled and size >= self.min_bytes
+        return size >= self._min_bytes
 
     def wants_gzip(self, request: web.BaseRequest) -> bool:
-        if request.method == "HEAD":
-            return False
+        """Whether this request gets gzip for an eligible body (never for HEAD)."""
         header = request.headers.get("Accept-Encoding")
-        if header is None:
+        if header is None or request.method == "HEAD":
             return False
         accepted = self._accepts.get(header)
         if accepted is None:
@@ -114,17 +114,17 @@ class Compression:
         return coded
 
     def apply(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
-        """In the pipeline: mark an eligible answer as varying, and gzip it when asked."""
+        """In the pipeline: mark an eligible answer as varying, and gzip it when asked.
+
+        Runs for every response, so the common cases leave after a length check: 204 and
+        304 have no body, and nothing else sets Content-Encoding.
+        """
         if not isinstance(response, web.Response):
             return
         body = response.body
-        if not isinstance(body, bytes) or not self.eligible(len(body)):
-            return
-        if response.status in (204, 304):
+        if not isinstance(body, bytes) or len(body) < self._min_bytes:
             return
         headers = response.headers
-        if "Content-Encoding" in headers:
-            return
         add_vary(headers, "Accept-Encoding")  # on both representations, for shared caches
         if not self.wants_gzip(request):
             return

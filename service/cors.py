@@ -5,7 +5,8 @@ whole check). No `Access-Control-Allow-Credentials`: the API authenticates with 
 token the page sets itself, never with cookies. Responses name the origin they allowed,
 so every response says `Vary: Origin`, lest a shared cache hand one origin's answer to
 another. A preflight the service would refuse (an origin, method or header it does not
-allow) gets what any OPTIONS gets: 405 with `Allow`, and no CORS headers.
+allow) gets what any OPTIONS gets, 405 with `Allow` and no `Access-Control-Allow-Methods`,
+so the browser never sends the request.
 """
 
 from __future__ import annotations
