@@ -96,7 +96,7 @@ class Compression:
             accepted = self._accepts[header] = accepts_gzip(header)
         return accepted
 
-    def gzip(self, body: bytes) -> bytes:
+    def gzip(self, body: bytes, *, remember: bool = True) -> bytes:
         """The body gzip-coded, from the memo when these exact bytes were coded before."""
         coded = self._memo.get(body)
         if coded is not None:
@@ -105,7 +105,7 @@ class Compression:
         # Deterministic (zlib writes no timestamp), so the coded tag stays a strong one.
         coded = zlib.compress(body, self._level, wbits=31)
         size = len(body) + len(coded)
-        if size <= _MEMO_ENTRY_BYTES:
+        if remember and size <= _MEMO_ENTRY_BYTES:
             self._memo[body] = coded
             self._memo_bytes += size
             while self._memo_bytes > _MEMO_BYTES:
@@ -130,9 +130,11 @@ class Compression:
             return
         # Always smaller: JSON above min_bytes compresses several-fold. Deciding without
         # compressing keeps a 304 (which has no body) naming the same tag a 200 would.
-        response.body = self.gzip(body)
-        headers["Content-Encoding"] = "gzip"
+        # Only representations with an ETag are served again byte for byte; pages and
+        # scrapes would only push those out of the memo.
         etag = headers.get("ETag")
+        response.body = self.gzip(body, remember=etag is not None)
+        headers["Content-Encoding"] = "gzip"
         if etag is not None:
             headers["ETag"] = coded_tag(etag)
 

@@ -187,3 +187,5 @@ async def test_a_cached_representation_is_compressed_once(
     plain = (await exchange(_port(client), "GET", path)).body
     assert compression.gzip(plain) is compression.gzip(plain)
     assert gzip.decompress(compression.gzip(plain)) == plain
+    page = (await exchange(_port(client), "GET", "/users?limit=100")).body
+    assert compression.gzip(page, remember=False) is not compression.gzip(page, remember=False)

@@ -20,6 +20,7 @@ from service.config import Settings, load_settings
 from service.logs import ACCESS_LOG
 from tests.conftest import AiohttpClient, Client
 from tests.http_clients import RawResponse, curl, exchange
+from tests.servers import free_port
 
 # Hop-by-hop or per-message headers that legitimately differ between two answers.
 _PER_MESSAGE = {"date", "x-request-id", "connection"}
@@ -142,6 +143,23 @@ async def test_head_is_counted_logged_and_authorized_like_get(
     heads = [(line["method"], line["route"], line["status"]) for line in lines]
     assert ("HEAD", "/users", 401) in heads
     assert ("HEAD", "/users", 200) in heads
+
+
+async def test_the_metrics_port_answers_head(
+    aiohttp_client: AiohttpClient, test_env: dict[str, str]
+) -> None:
+    port = free_port()
+    client = await aiohttp_client(
+        create_app(load_settings({**test_env, "METRICS_PORT": str(port)}))
+    )
+    assert client.port is not None
+    get = await exchange(port, "GET", "/metrics")
+    head = await exchange(port, "HEAD", "/metrics")
+    assert get.status == head.status == 200
+    assert head.body == b""
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
+    for response in (get, head):
+        assert "aiohttp" not in response.headers.get("Server", "").lower()
 
 
 async def test_server_header_does_not_advertise_versions(client: Client) -> None:
