@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from service.db import Mongo
 from tests.api import checked
 from tests.conftest import Client
-from tests.http_clients import exchange
+from tests.http_clients import curl, exchange
 
 PROBLEM = "application/problem+json"
 
@@ -123,3 +124,26 @@ async def test_if_match_compares_strongly_and_star_means_exists(client: Client) 
     star = await client.delete(url, headers={"If-Match": "*"})
     assert star.status == 204
     assert (await client.delete(url, headers={"If-Match": "*"})).status == 404
+
+
+async def test_curl_conditional_get_round_trip(client: Client, tmp_path: Path) -> None:
+    """curl's own ETag handling (--etag-save, --etag-compare), with and without gzip."""
+    user, _ = await _user(client)
+    for n in range(8):  # enough orders for the body to be compressed
+        await client.post(f"/users/{user['id']}/orders", json={"amount": n + 1})
+    url = str(client.make_url(f"/users/{user['id']}"))
+    for extra in ((), ("--compressed",)):
+        saved = tmp_path / "etag.txt"
+        first = await curl(tmp_path, url, "--etag-save", str(saved), *extra)
+        assert first.returncode == 0, first.stderr
+        assert first.status == 200
+        assert first.headers.get("Content-Encoding") == ("gzip" if extra else None)
+        assert saved.read_text().strip() == first.headers["ETag"]
+        again = await curl(tmp_path, url, "--etag-compare", str(saved), *extra)
+        assert again.status == 304, extra
+        assert again.body == b""
+        assert again.headers["ETag"] == first.headers["ETag"]
+    patched = await client.patch(f"/users/{user['id']}", json={"name": "Grace"})
+    assert patched.status == 200
+    changed = await curl(tmp_path, url, "--etag-compare", str(tmp_path / "etag.txt"))
+    assert changed.status == 200
