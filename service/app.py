@@ -15,7 +15,9 @@ from aiohttp import web
 
 from service.auth import TOKENS, TokenVerifier
 from service.cache import CACHE_STATS, RESPONSE_CACHE, CacheStats, cache_ctx
+from service.compression import COMPRESSION, Compression
 from service.config import SETTINGS, ConfigError, Settings, load_settings
+from service.cors import Cors
 from service.db import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
 from service.handlers.openapi import OPENAPI_DOCUMENT
 from service.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects
@@ -85,6 +87,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[CACHE_STATS] = CacheStats(hooks=[metrics.cache_event])
     app[ACCESS_LOG] = AccessLog(settings.log)
     app[DEADLINES] = Deadlines(settings.request.deadline_seconds)
+    app[COMPRESSION] = Compression(settings.compression)
     app[PIPELINE] = Pipeline(
         server=settings.server,
         deadlines=app[DEADLINES],
@@ -94,6 +97,8 @@ def create_app(settings: Settings | None = None) -> web.Application:
         client_address=app[CLIENT_ADDRESS],
         tokens=app[TOKENS],
         in_flight=app[IN_FLIGHT],
+        compression=app[COMPRESSION],
+        cors=Cors(settings.cors),
     )
     app.cleanup_ctx.extend(
         [

@@ -135,6 +135,21 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CompressionSettings:
+    enabled: bool = _key("COMPRESSION")
+    # Smaller bodies go as they are: under a packet, gzip saves no round trip.
+    min_bytes: int = _key("COMPRESS_MIN_BYTES", low=1, high=10_000_000)
+    level: int = _key("COMPRESS_LEVEL", low=1, high=9)
+
+
+@dataclass(frozen=True, slots=True)
+class CorsSettings:
+    # Exact origins (scheme://host[:port]) whose pages may call the API; empty = CORS off.
+    allow_origins: tuple[str, ...] = _key("CORS_ALLOW_ORIGINS")
+    max_age_seconds: int = _key("CORS_MAX_AGE_SECONDS", low=0, high=86_400)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     environment: str
     server: ServerSettings
@@ -147,6 +162,8 @@ class Settings:
     health: HealthSettings
     auth: AuthSettings
     log: LogSettings
+    compression: CompressionSettings
+    cors: CorsSettings
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -205,6 +222,7 @@ def load_settings(
     _check_timeouts(settings)
     _check_tokens(settings.auth)
     _check_networks(settings.log.trusted_proxies)
+    _check_origins(settings.cors.allow_origins)
     if settings.metrics.port == settings.server.port:
         raise ConfigError(
             f"metrics.port (METRICS_PORT): must differ from PORT ({settings.server.port}), or be 0"
@@ -222,6 +240,28 @@ def _check_networks(networks: tuple[str, ...]) -> None:
             raise ConfigError(
                 f"TRUSTED_PROXIES: expected IP addresses or CIDR ranges, got {network!r}"
             ) from None
+
+
+def _check_origins(origins: tuple[str, ...]) -> None:
+    """Origins as browsers send them: compared byte for byte, so a path or `/` never matches."""
+    for origin in origins:
+        try:
+            parts = urlsplit(origin)
+            valid = (
+                parts.scheme in ("http", "https")
+                and bool(parts.hostname)
+                and parts.port != 0  # reading .port validates it
+                and "@" not in parts.netloc
+                and origin == f"{parts.scheme}://{parts.netloc}"
+                and origin == origin.lower()
+            )
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ConfigError(
+                "CORS_ALLOW_ORIGINS: expected origins like https://app.example.com "
+                f"(lower-case scheme://host[:port], no path or trailing /), got {origin!r}"
+            )
 
 
 def _check_timeouts(settings: Settings) -> None:

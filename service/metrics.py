@@ -42,6 +42,7 @@ from service.background import every, running
 from service.config import SETTINGS
 from service.db import CommandListener
 from service.logs import route_label
+from service.responses import name_server
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # A service answering in 1-500 ms: resolution where it lives, and a tail for trouble.
@@ -516,7 +517,8 @@ async def metrics_server_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     scrape = web.Application()
     scrape[METRICS] = app[METRICS]
-    scrape.router.add_get("/metrics", metrics_handler, allow_head=False)
+    scrape.router.add_get("/metrics", metrics_handler)
+    scrape.on_response_prepare.append(name_server)
     runner = web.AppRunner(scrape, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.metrics.port, reuse_port=True)

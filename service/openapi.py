@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from service.preconditions import ENTITY_TAGS_PATTERN
 from service.schemas import NON_EMPTY, Problem
 
 if TYPE_CHECKING:
@@ -40,12 +41,15 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "repeat a request safely: the original response is returned",
     },
     "If-Match": {
-        "name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
+        "name": "If-Match", "in": "header", "required": False,
+        "schema": {"type": "string", "pattern": ENTITY_TAGS_PATTERN},
         "description": "ETags of GET /users/{user_id}; on a mismatch nothing changes (412)",
     },
     "If-None-Match": {
-        "name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"},
-        "description": "ETags the client holds; a match answers 304 with no body",
+        "name": "If-None-Match", "in": "header", "required": False,
+        "schema": {"type": "string", "pattern": ENTITY_TAGS_PATTERN},
+        "description": "ETags the client holds (or *): on GET a match answers 304 with no "
+        "body; on a write it answers 412 and nothing changes",
     },
 }  # fmt: skip
 _PATH_ID_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}

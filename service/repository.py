@@ -31,6 +31,7 @@ from service.schemas import Id, OrderCreate, UserCreate, UserPatch
 
 ORDER_HISTORY_LIMIT = 100
 REPRESENTATION = "1"  # bump when a response shape changes: old ETags then stop matching
+ANY_TAG = "*"  # in a list of entity tags: any current representation
 Plain = dict[str, Any]
 # `version` drives ETags; `last_write` makes a retried update recognisable (see _apply_once).
 _HIDDEN_FIELDS = frozenset({"_id", "version", "last_write"})
@@ -66,16 +67,33 @@ def order_etag(order_id: str) -> str:
     return f'"o{REPRESENTATION}-{order_id}"'
 
 
-def versions_matching(if_match: Sequence[str]) -> list[int] | None:
-    """The user versions an If-Match list accepts; None for `*` (any current version)."""
-    if "*" in if_match:
-        return None
+def versions_matching(tags: Sequence[str]) -> list[int]:
+    """The user versions whose ETag is among `tags` (tags of other shapes match none)."""
     prefix = f'"u{REPRESENTATION}-'
     versions = []
-    for tag in if_match:
+    for tag in tags:
         if tag.startswith(prefix) and tag.endswith('"') and tag[len(prefix) : -1].isdigit():
             versions.append(int(tag[len(prefix) : -1]))
     return versions
+
+
+def version_condition(
+    if_match: Sequence[str] | None, if_none_match: Sequence[str] | None
+) -> Document | None:
+    """The filter on `version` that makes a write conditional; None for an unconditional one.
+
+    `*` in If-Match asks only that the user exists (the write's own filter); `*` in
+    If-None-Match asks that it does not, which no version of an existing user satisfies.
+    """
+    condition: Document = {}
+    if if_match is not None and ANY_TAG not in if_match:
+        condition["$in"] = versions_matching(if_match)
+    if if_none_match is not None:
+        if ANY_TAG in if_none_match:
+            condition["$in"] = []
+        else:
+            condition["$nin"] = versions_matching(if_none_match)
+    return condition or None
 
 
 # --- cursors -------------------------------------------------------------------------
@@ -158,13 +176,19 @@ class UsersRepository:
         cursor = self._mongo.users.find(query).sort("_id", 1).limit(limit)
         return await cursor.to_list(length=limit)
 
+    @retried("users.version")
+    async def version(self, user_id: str) -> int | None:
+        """The user's current version, None when there is no such user."""
+        document = await self._mongo.users.find_one({"_id": user_id}, {"version": 1})
+        return None if document is None else int(document.get("version", 0))
+
     async def update(
-        self, user_id: str, changes: Document, versions: list[int] | None
+        self, user_id: str, changes: Document, version: Document | None
     ) -> Document | None:
-        """Apply `changes` if the user exists (at one of `versions`, when given)."""
+        """Apply `changes` if the user exists (and its version meets `version`, when given)."""
         query: Document = {"_id": user_id}
-        if versions is not None:
-            query["version"] = {"$in": versions}
+        if version is not None:
+            query["version"] = version
         try:
             return await self._apply_once(query, {"$set": changes, "$inc": {"version": 1}})
         except DuplicateKeyError:
@@ -216,10 +240,10 @@ class UsersRepository:
 
         return await call_with_retries(self._policy, "users.update", attempt)
 
-    async def delete(self, user_id: str, versions: list[int] | None) -> bool:
+    async def delete(self, user_id: str, version: Document | None) -> bool:
         query: Document = {"_id": user_id}
-        if versions is not None:
-            query["version"] = {"$in": versions}
+        if version is not None:
+            query["version"] = version
         attempts = 0
 
         async def attempt() -> bool:
@@ -368,7 +392,11 @@ class Repository:
         return Page(items, encode_cursor({"id": items[-1]["id"]}) if more else None)
 
     async def update_user(
-        self, user_id: str, patch: UserPatch, if_match: Sequence[str] | None
+        self,
+        user_id: str,
+        patch: UserPatch,
+        if_match: Sequence[str] | None,
+        if_none_match: Sequence[str] | None = None,
     ) -> Versioned:
         changes: Document = {}
         if isinstance(patch.name, str):
@@ -381,28 +409,43 @@ class Repository:
                 errors=[{"pointer": "", "detail": "empty patch"}],
             )
         changes["updated_at"] = now()
-        versions = None if if_match is None else versions_matching(if_match)
-        updated = await self.users.update(user_id, changes, versions)
+        condition = version_condition(if_match, if_none_match)
+        updated = await self.users.update(user_id, changes, condition)
         if updated is None:
-            await self._explain_miss(user_id, if_match)
+            await self._explain_miss(user_id, if_match, if_none_match)
         assert updated is not None
         await self._invalidate(("user", user_id))
         return Versioned(to_plain(updated), user_etag(int(updated["version"])))
 
-    async def delete_user(self, user_id: str, if_match: Sequence[str] | None) -> None:
+    async def delete_user(
+        self,
+        user_id: str,
+        if_match: Sequence[str] | None,
+        if_none_match: Sequence[str] | None = None,
+    ) -> None:
         """Delete the user, then their orders (a user's orders never outlive them)."""
-        versions = None if if_match is None else versions_matching(if_match)
+        condition = version_condition(if_match, if_none_match)
         order_ids = await self.orders.ids_for_user(user_id)
-        if not await self.users.delete(user_id, versions):
-            await self._explain_miss(user_id, if_match)
+        if not await self.users.delete(user_id, condition):
+            await self._explain_miss(user_id, if_match, if_none_match)
         await self.orders.delete_for_user(user_id)
         await self._invalidate(("user", user_id), *(("order", order_id) for order_id in order_ids))
 
-    async def _explain_miss(self, user_id: str, if_match: Sequence[str] | None) -> None:
-        """A conditional write matched nothing: the user is gone, or it changed meanwhile."""
-        if if_match is not None and await self.users.exists(user_id):
-            raise PreconditionFailed("The user has changed since the given ETag (If-Match).")
-        raise NotFound(f"No user with id {user_id!r}.")
+    async def _explain_miss(
+        self, user_id: str, if_match: Sequence[str] | None, if_none_match: Sequence[str] | None
+    ) -> None:
+        """A write matched nothing: the user is gone, or a precondition failed (which one)."""
+        version = None
+        if if_match is not None or if_none_match is not None:
+            version = await self.users.version(user_id)
+        if version is None:
+            raise NotFound(f"No user with id {user_id!r}.")
+        current = user_etag(version)
+        if if_none_match is not None and (ANY_TAG in if_none_match or current in if_none_match):
+            if ANY_TAG in if_none_match:
+                raise PreconditionFailed("The user exists; `If-None-Match: *` asks that it not.")
+            raise PreconditionFailed("The user's current ETag is one If-None-Match lists.")
+        raise PreconditionFailed("The user has changed since the given ETag (If-Match).")
 
     async def create_order(
         self, user_id: str, data: OrderCreate, idempotency_key: str | None

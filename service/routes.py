@@ -48,9 +48,10 @@ ENDPOINTS = (
     Endpoint("GET", "/users/{user_id}", users.get_user, "A user and their 100 newest orders",
              200, UserWithOrders, headers=("If-None-Match",), errors=(304, 404)),
     Endpoint("PATCH", "/users/{user_id}", users.patch_user, "Change a user's name or email",
-             200, User, UserPatch, headers=("If-Match",), errors=(404, 409, 412)),
+             200, User, UserPatch, headers=("If-Match", "If-None-Match"),
+             errors=(404, 409, 412)),
     Endpoint("DELETE", "/users/{user_id}", users.delete_user, "Delete a user and their orders",
-             204, headers=("If-Match",), errors=(404, 412)),
+             204, headers=("If-Match", "If-None-Match"), errors=(404, 412)),
     Endpoint("POST", "/users/{user_id}/orders", orders.create_order, "Place an order", 201,
              Order, OrderCreate, headers=("Idempotency-Key",), errors=(404, 409, 422)),
     Endpoint("GET", "/users/{user_id}/orders", orders.list_orders,
@@ -67,7 +68,11 @@ ENDPOINTS = (
 
 
 def setup_routes(app: web.Application) -> None:
-    """One resource per path, holding all its methods: a URL is matched once, not per method."""
+    """One resource per path, holding all its methods: a URL is matched once, not per method.
+
+    Every GET also answers HEAD (RFC 9110 §9.1) with the same handler, so the two cannot
+    disagree; aiohttp sends the headers, Content-Length included, and drops the body.
+    """
     resources: dict[str, web.Resource] = {}
     separate_metrics = app[SETTINGS].metrics.port != 0
     for endpoint in ENDPOINTS:
@@ -77,3 +82,5 @@ def setup_routes(app: web.Application) -> None:
         if resource is None:
             resource = resources[endpoint.path] = app.router.add_resource(endpoint.path)
         resource.add_route(endpoint.method, endpoint.handler)
+        if endpoint.method == "GET":
+            resource.add_route("HEAD", endpoint.handler)

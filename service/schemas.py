@@ -122,6 +122,9 @@ class Problem(Struct, omit_defaults=True):
     status: int
     detail: str
     errors: list[ProblemField] = []
+    errors_omitted: Annotated[
+        int, Meta(ge=0, description="problems beyond those listed in `errors`")
+    ] = 0
 
 
 class Health(Struct, omit_defaults=True):

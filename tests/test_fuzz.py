@@ -15,6 +15,7 @@ a blocking client from the test's thread.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -126,8 +127,29 @@ def valid_requests_are_not_rejected(
     if meta is None or not meta.generation.mode.is_positive or response.status_code != 400:
         return None
     pointers = {error["pointer"] for error in response.json().get("errors", [])}
-    assert pointers == {"after"}, f"a valid request was refused: {response.text}"
+    refused = pointers - {"after"} - _headers_off_pattern(case)
+    assert pointers, f"a valid request was refused: {response.text}"
+    assert not refused, f"a valid request was refused: {response.text}"
     return None
+
+
+def _headers_off_pattern(case: OperationCase) -> set[str]:
+    """Headers the case sent against their declared pattern.
+
+    schemathesis' coverage phase makes header values from letters and digits only, and
+    where a pattern needs more (an entity tag's quotes) it sends a placeholder such as
+    `0` while still calling the case positive.
+    """
+    operation = DOCUMENT["paths"][case.path][case.method.lower()]
+    sent: dict[str, Any] = dict(case.headers or {})
+    return {
+        parameter["name"]
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "header"
+        and parameter["name"] in sent
+        and "pattern" in parameter["schema"]
+        and not re.search(parameter["schema"]["pattern"], str(sent[parameter["name"]]))
+    }
 
 
 CHECKS = [
