@@ -126,6 +126,14 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PagingSettings:
+    # Sign the `next` cursors (service/cursors.py). Empty outside production: a random one
+    # per process. The previous one is still accepted, for rotation.
+    cursor_secret: str = _key("CURSOR_SECRET", secret=True, empty_ok=True)
+    cursor_secret_previous: str = _key("CURSOR_SECRET_PREVIOUS", secret=True, empty_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: LogLevel = _key("LOG_LEVEL")
     format: LogFormat = _key("LOG_FORMAT")
@@ -146,6 +154,7 @@ class Settings:
     metrics: MetricsSettings
     health: HealthSettings
     auth: AuthSettings
+    paging: PagingSettings
     log: LogSettings
 
 
@@ -204,6 +213,7 @@ def load_settings(
     settings = Settings(environment=environment, **sections)
     _check_timeouts(settings)
     _check_tokens(settings.auth)
+    _check_cursor_secrets(settings.paging)
     _check_networks(settings.log.trusted_proxies)
     if settings.metrics.port == settings.server.port:
         raise ConfigError(
@@ -258,12 +268,31 @@ def _check_tokens(auth: AuthSettings) -> None:
             )
 
 
+MIN_SECRET_BYTES = 16
+
+
+def _check_cursor_secrets(paging: PagingSettings) -> None:
+    for env_name, value in (
+        ("CURSOR_SECRET", paging.cursor_secret),
+        ("CURSOR_SECRET_PREVIOUS", paging.cursor_secret_previous),
+    ):
+        if value and len(value.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"{env_name}: expected at least {MIN_SECRET_BYTES} bytes (value not shown)"
+            )
+
+
 def _check_production(settings: Settings, env: Mapping[str, str]) -> None:
     """Refuse the settings that are fine on a laptop and wrong in production."""
     if "MONGO_URL" not in env:
         raise ConfigError("MONGO_URL: production needs it set explicitly (a mongodb:// URL)")
     if settings.cache.backend == "redis" and "REDIS_URL" not in env:
         raise ConfigError("REDIS_URL: production with CACHE_BACKEND=redis needs it set explicitly")
+    if not settings.paging.cursor_secret:
+        raise ConfigError(
+            f"CURSOR_SECRET: production needs it set ({MIN_SECRET_BYTES}+ bytes from a secret "
+            "store), so that every instance signs paging cursors alike"
+        )
     if not settings.auth.configured and not settings.auth.disabled:
         raise ConfigError(
             "API_TOKENS: production needs at least one write token "
