@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
+from service.resp import RedisTarget
+
 ENVIRONMENTS = ("development", "test", "production")
 CacheBackend = Literal["memory", "redis", "none"]
 LogFormat = Literal["text", "json"]
@@ -71,7 +73,7 @@ class MongoSettings:
 @dataclass(frozen=True, slots=True)
 class CacheSettings:
     backend: CacheBackend = _key("CACHE_BACKEND")
-    redis_url: str = _key("REDIS_URL")
+    redis_url: str = _key("REDIS_URL", secret=True)  # it may hold a password
     ttl_seconds: int = _key("CACHE_TTL_SECONDS", low=1, high=86_400)
     timeout_ms: int = _key(low=1, high=10_000)
     namespace: str = _key("CACHE_NAMESPACE")
@@ -214,6 +216,8 @@ def load_settings(
     _check_timeouts(settings)
     _check_tokens(settings.auth)
     _check_cursor_secrets(settings.paging)
+    if settings.cache.backend == "redis":
+        _check_redis_url(settings.cache.redis_url)
     _check_networks(settings.log.trusted_proxies)
     if settings.metrics.port == settings.server.port:
         raise ConfigError(
@@ -266,6 +270,17 @@ def _check_tokens(auth: AuthSettings) -> None:
                 "auth.token_sha256: expected 64 lower-case hex digits (SHA-256 of a token), "
                 "optionally ending in ':read'"
             )
+
+
+def _check_redis_url(url: str) -> None:
+    """Refuse at start-up a URL the cache could never use (it would fail open, silently)."""
+    try:
+        RedisTarget.from_url(url)
+    except ValueError as error:
+        raise ConfigError(
+            "REDIS_URL: expected redis://[user:password@]host[:port][/db][?options] or "
+            f"rediss://..., as redis-py reads them: {error} (value not shown)"
+        ) from None
 
 
 MIN_SECRET_BYTES = 16
