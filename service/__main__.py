@@ -60,8 +60,8 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         mongo.close()
     progress.close()
-    for skipped in result.skipped:
-        print(f"seed: skipped {skipped.kind} {skipped.id}: {skipped.reason}")
+    for refused in result.skipped:
+        print(f"seed: skipped {refused.kind} {refused.id}: {refused.reason}")
     skipped = f"{len(result.skipped)} skipped, " if result.skipped else ""
     print(
         f"seed: inserted {result.users_inserted} users and {result.orders_inserted} orders "
