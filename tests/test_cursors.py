@@ -7,10 +7,16 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import json
 import logging
 import os
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -20,6 +26,7 @@ from service.config import ConfigError, PagingSettings, Settings, load_settings
 from service.db import Mongo
 from tests.api import checked
 from tests.conftest import AiohttpClient, Client, ready_client
+from tests.servers import free_port, wait_for_port
 
 SECRET_A = "first-cursor-secret-for-tests"
 SECRET_B = "second-cursor-secret-for-test"
@@ -132,3 +139,57 @@ def test_secrets_never_show_when_settings_are_printed() -> None:
     assert settings.paging.cursor_secret_previous == SECRET_B
     assert SECRET_A not in repr(settings)
     assert SECRET_B not in repr(settings)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _http(method: str, url: str, body: dict[str, str] | None = None) -> tuple[int, Any]:
+    """One request on a fresh connection, so that any worker may answer it."""
+    data = None if body is None else json.dumps(body).encode()
+    assert url.startswith("http://127.0.0.1:")
+    headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, None
+
+
+def test_gunicorn_workers_share_the_secret_it_generated(
+    test_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Without CURSOR_SECRET, the gunicorn master makes one for all its workers: a page
+    fetched from one worker continues on any other."""
+    port = free_port()
+    env = {name: value for name, value in {**os.environ, **test_env}.items()
+           if name != "CURSOR_SECRET"}  # fmt: skip
+    env.update({"PORT": str(port), "WEB_CONCURRENCY": "2", "SHUTDOWN_DRAIN_SECONDS": "0",
+                "METRICS_DIR": str(tmp_path / "metrics")})  # fmt: skip
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for_port(port, process=process)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while _http("GET", f"{base}/health/ready")[0] != 200:  # the indexes exist
+            assert time.monotonic() < deadline, "not ready within 20 s"
+            time.sleep(0.1)
+        for i in range(4):
+            created = _http("POST", f"{base}/users", {"name": f"U{i}", "email": f"u{i}@b.co"})
+            assert created[0] == 201
+        statuses = []
+        for _ in range(20):
+            cursor = _http("GET", f"{base}/users?limit=1")[1]["next"]
+            statuses.append(_http("GET", f"{base}/users?limit=1&after={cursor}")[0])
+        assert statuses == [200] * 20
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    text = log.read_text()
+    assert text.count("CURSOR_SECRET) is not set") == 1, text  # said once, by the master
