@@ -16,7 +16,7 @@ from aiohttp import web
 from service.auth import TOKENS, TokenVerifier
 from service.cache import CACHE_STATS, RESPONSE_CACHE, CacheStats, cache_ctx
 from service.config import SETTINGS, ConfigError, Settings, load_settings
-from service.cursors import CURSORS, create_cursors
+from service.cursors import create_cursors
 from service.db import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
 from service.handlers.openapi import OPENAPI_DOCUMENT
 from service.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects
@@ -56,9 +56,8 @@ def settings_or_exit() -> Settings:
 
 
 async def repository_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[REPOSITORY] = Repository(
-        app[MONGO], app[RETRY_POLICY], app.get(RESPONSE_CACHE), app[CURSORS]
-    )
+    cursors = create_cursors(app[SETTINGS].paging)
+    app[REPOSITORY] = Repository(app[MONGO], app[RETRY_POLICY], app.get(RESPONSE_CACHE), cursors)
     yield
 
 
@@ -80,7 +79,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[IN_FLIGHT] = InFlight(settings.server.max_in_flight)
     app[CLIENT_ADDRESS] = ClientAddress(settings.log.trusted_proxies)
     app[TOKENS] = TokenVerifier(settings.auth)
-    app[CURSORS] = create_cursors(settings.paging)
     app[METRICS] = metrics = create_metrics(app)
     listeners: list[CommandListener] = [DatabaseTimer(metrics)]
     app[MONGO_LISTENERS] = listeners

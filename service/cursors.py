@@ -19,7 +19,6 @@ import secrets
 from typing import Annotated, Any, TypeVar
 
 import msgspec
-from aiohttp import web
 
 from service.config import PagingSettings
 from service.errors import InvalidInput
@@ -99,6 +98,3 @@ def create_cursors(settings: PagingSettings) -> Cursors:
     """The cursor codec for these settings; production always has a secret (config.py)."""
     secret = settings.cursor_secret or new_cursor_secret()
     return Cursors(secret.encode(), settings.cursor_secret_previous.encode())
-
-
-CURSORS = web.AppKey("cursors", Cursors)
