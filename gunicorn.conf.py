@@ -12,9 +12,14 @@ from typing import Any
 
 from service.app import settings_or_exit
 from service.config import ConfigError, check_worker_cache, gunicorn_workers
+from service.cursors import new_cursor_secret
 from service.metrics import claim_directory, release_directory, retire_worker
 
 _settings = settings_or_exit()
+if not _settings.paging.cursor_secret:
+    # Development and test only (production refuses to start without one): a secret for
+    # this run, shared by every worker, or a page from one worker would be refused by another.
+    os.environ["CURSOR_SECRET"] = new_cursor_secret()
 try:
     check_worker_cache(_settings, gunicorn_workers(_settings))
 except ConfigError as _error:

@@ -12,10 +12,10 @@ from aiohttp import web
 
 from service.app import create_app, settings_or_exit
 from service.config import Settings
-from service.db import Mongo
+from service.db import Mongo, PyMongoError
 from service.lifecycle import begin_shutdown, end_in_flight
 from service.logs import configure_logging
-from service.seed import seed
+from service.seed import BATCH_DOCUMENTS, Progress, bulk_settings, seed
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,21 +28,45 @@ def _parser() -> argparse.ArgumentParser:
     seeding.add_argument(
         "--if-empty", action="store_true", help="do nothing when the users collection has data"
     )
+    seeding.add_argument(
+        "--batch-documents", type=int, default=BATCH_DOCUMENTS, metavar="K",
+        help=f"documents per insert (default {BATCH_DOCUMENTS})",
+    )  # fmt: skip
+    seeding.add_argument(
+        "--progress-every", type=float, default=5.0, metavar="SECONDS",
+        help="when not on a terminal: a progress line this often (default 5)",
+    )  # fmt: skip
     return parser
 
 
-async def _seed(settings: Settings, users: int, orders_per_user: int, if_empty: bool) -> int:
-    mongo = Mongo(settings.mongo)
+async def _seed(settings: Settings, args: argparse.Namespace) -> int:
+    """Seed, then one line per skipped document and a summary; exit 1 if the database fails."""
+    users, orders_per_user = args.users, args.orders_per_user
+    mongo = Mongo(bulk_settings(settings.mongo))
+    progress = Progress(users * (1 + orders_per_user), sys.stderr, args.progress_every)
     try:
-        if if_empty and await mongo.users.estimated_document_count() > 0:
+        if args.if_empty and await mongo.users.estimated_document_count() > 0:
             print("seed: users already present, nothing to do")
             return 0
-        result = await seed(mongo, users, orders_per_user)
+        result = await seed(
+            mongo, users, orders_per_user, batch_documents=args.batch_documents, progress=progress
+        )
+    except PyMongoError as error:  # the database failed, not the data: say so in one line
+        progress.close()
+        detail = " ".join(str(error).split())[:300]
+        print(f"seed: stopped, the database failed: {type(error).__name__}: {detail}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     finally:
         mongo.close()
+    progress.close()
+    for refused in result.skipped:
+        print(f"seed: skipped {refused.kind} {refused.id}: {refused.reason}")
+    skipped = f"{len(result.skipped)} skipped, " if result.skipped else ""
     print(
         f"seed: inserted {result.users_inserted} users and {result.orders_inserted} orders "
-        f"(asked for {users} users x {orders_per_user} orders; the rest were already there)"
+        f"(asked for {users} users x {orders_per_user} orders; {skipped}"
+        "the rest were already there)"
     )
     return 0
 
@@ -51,11 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = settings_or_exit()
     if args.command == "seed":
-        if args.users < 0 or args.orders_per_user < 0:
-            print("seed: --users and --orders-per-user must be >= 0", file=sys.stderr)
+        if args.users < 0 or args.orders_per_user < 0 or args.batch_documents < 1:
+            print(
+                "seed: --users and --orders-per-user must be >= 0, --batch-documents >= 1",
+                file=sys.stderr,
+            )
             return 2
         configure_logging(settings.log)
-        return asyncio.run(_seed(settings, args.users, args.orders_per_user, args.if_empty))
+        return asyncio.run(_seed(settings, args))
     asyncio.run(serve(settings))
     return 0
 

@@ -18,6 +18,7 @@ from service.cache import CACHE_STATS, RESPONSE_CACHE, CacheStats, cache_ctx
 from service.compression import COMPRESSION, Compression
 from service.config import SETTINGS, ConfigError, Settings, load_settings
 from service.cors import Cors
+from service.cursors import create_cursors
 from service.db import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
 from service.handlers.openapi import OPENAPI_DOCUMENT
 from service.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects
@@ -57,7 +58,8 @@ def settings_or_exit() -> Settings:
 
 
 async def repository_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[REPOSITORY] = Repository(app[MONGO], app[RETRY_POLICY], app.get(RESPONSE_CACHE))
+    cursors = create_cursors(app[SETTINGS].paging)
+    app[REPOSITORY] = Repository(app[MONGO], app[RETRY_POLICY], app.get(RESPONSE_CACHE), cursors)
     yield
 
 

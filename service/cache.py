@@ -27,7 +27,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from aiocache import RedisCache, SimpleMemoryCache
 from aiocache.serializers import NullSerializer
@@ -36,7 +35,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from service.config import SETTINGS, CacheSettings
 from service.ids import new_id
-from service.resp import PipelinedRedis
+from service.resp import PipelinedRedis, RedisTarget
 
 log = logging.getLogger(__name__)
 
@@ -118,25 +117,20 @@ class RedisBackend:
     its connect and on every reply, so a stopped or stalled Redis cannot hold a request.
     """
 
-    def __init__(self, url: str, timeout_seconds: float) -> None:
-        parts = urlsplit(url)
+    def __init__(self, target: RedisTarget, timeout_seconds: float) -> None:
+        # Both clients see the URL as redis-py read it (TLS, ACL user, database, options).
         self._cache = RedisCache(
-            endpoint=parts.hostname or "127.0.0.1",
-            port=parts.port or 6379,
-            db=int(parts.path.strip("/") or 0),
-            password=parts.password,
+            endpoint=target.host,
+            port=target.port,
+            db=target.db,
+            password=target.password,
+            pool_max_size=target.max_connections,
             create_connection_timeout=timeout_seconds,
             serializer=NullSerializer(),
             timeout=None,  # the socket timeouts below bound every call
-            connection_pool_kwargs={"socket_timeout": timeout_seconds},
+            connection_pool_kwargs={**target.pool_options, "socket_timeout": timeout_seconds},
         )
-        self._pipe = PipelinedRedis(
-            parts.hostname or "127.0.0.1",
-            parts.port or 6379,
-            int(parts.path.strip("/") or 0),
-            parts.password,
-            timeout_seconds,
-        )
+        self._pipe = PipelinedRedis(target, timeout_seconds)
 
     async def lookup(self, key: str) -> tuple[str, Cached | None]:
         keys = (f"{key}:gen".encode(), f"{key}:".encode())
@@ -274,7 +268,7 @@ def create_backend(settings: CacheSettings) -> Backend | None:
     if settings.backend == "memory":
         return MemoryBackend()
     if settings.backend == "redis":
-        return RedisBackend(settings.redis_url, settings.timeout_ms / 1000)
+        return RedisBackend(RedisTarget.from_url(settings.redis_url), settings.timeout_ms / 1000)
     return None
 
 

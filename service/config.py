@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
+from service.resp import RedisTarget
+
 ENVIRONMENTS = ("development", "test", "production")
 CacheBackend = Literal["memory", "redis", "none"]
 LogFormat = Literal["text", "json"]
@@ -71,7 +73,7 @@ class MongoSettings:
 @dataclass(frozen=True, slots=True)
 class CacheSettings:
     backend: CacheBackend = _key("CACHE_BACKEND")
-    redis_url: str = _key("REDIS_URL")
+    redis_url: str = _key("REDIS_URL", secret=True)  # it may hold a password
     ttl_seconds: int = _key("CACHE_TTL_SECONDS", low=1, high=86_400)
     timeout_ms: int = _key(low=1, high=10_000)
     namespace: str = _key("CACHE_NAMESPACE")
@@ -126,6 +128,14 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PagingSettings:
+    # Sign the `next` cursors (service/cursors.py). Empty outside production: a random one
+    # per process. The previous one is still accepted, for rotation.
+    cursor_secret: str = _key("CURSOR_SECRET", secret=True, empty_ok=True)
+    cursor_secret_previous: str = _key("CURSOR_SECRET_PREVIOUS", secret=True, empty_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: LogLevel = _key("LOG_LEVEL")
     format: LogFormat = _key("LOG_FORMAT")
@@ -161,6 +171,7 @@ class Settings:
     metrics: MetricsSettings
     health: HealthSettings
     auth: AuthSettings
+    paging: PagingSettings
     log: LogSettings
     compression: CompressionSettings
     cors: CorsSettings
@@ -221,6 +232,9 @@ def load_settings(
     settings = Settings(environment=environment, **sections)
     _check_timeouts(settings)
     _check_tokens(settings.auth)
+    _check_cursor_secrets(settings.paging)
+    if settings.cache.backend == "redis":
+        _check_redis_url(settings.cache.redis_url)
     _check_networks(settings.log.trusted_proxies)
     _check_origins(settings.cors.allow_origins)
     if settings.metrics.port == settings.server.port:
@@ -298,12 +312,42 @@ def _check_tokens(auth: AuthSettings) -> None:
             )
 
 
+def _check_redis_url(url: str) -> None:
+    """Refuse at start-up a URL the cache could never use (it would fail open, silently)."""
+    try:
+        RedisTarget.from_url(url)
+    except ValueError as error:
+        raise ConfigError(
+            "REDIS_URL: expected redis://[user:password@]host[:port][/db][?options] or "
+            f"rediss://..., as redis-py reads them: {error} (value not shown)"
+        ) from None
+
+
+MIN_SECRET_BYTES = 16
+
+
+def _check_cursor_secrets(paging: PagingSettings) -> None:
+    for env_name, value in (
+        ("CURSOR_SECRET", paging.cursor_secret),
+        ("CURSOR_SECRET_PREVIOUS", paging.cursor_secret_previous),
+    ):
+        if value and len(value.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"{env_name}: expected at least {MIN_SECRET_BYTES} bytes (value not shown)"
+            )
+
+
 def _check_production(settings: Settings, env: Mapping[str, str]) -> None:
     """Refuse the settings that are fine on a laptop and wrong in production."""
     if "MONGO_URL" not in env:
         raise ConfigError("MONGO_URL: production needs it set explicitly (a mongodb:// URL)")
     if settings.cache.backend == "redis" and "REDIS_URL" not in env:
         raise ConfigError("REDIS_URL: production with CACHE_BACKEND=redis needs it set explicitly")
+    if not settings.paging.cursor_secret:
+        raise ConfigError(
+            f"CURSOR_SECRET: production needs it set ({MIN_SECRET_BYTES}+ bytes from a secret "
+            "store), so that every instance signs paging cursors alike"
+        )
     if not settings.auth.configured and not settings.auth.disabled:
         raise ConfigError(
             "API_TOKENS: production needs at least one write token "

@@ -18,6 +18,7 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import (
     AutoReconnect,
+    BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     ExecutionTimeout,
@@ -37,6 +38,7 @@ __all__ = [
     "MONGO",
     "MONGO_LISTENERS",
     "AutoReconnect",
+    "BulkWriteError",
     "Collection",
     "CommandListener",
     "ConnectionFailure",

@@ -31,7 +31,7 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "after": {
         "name": "after", "in": "query", "required": False,
-        # base64url(position) "." base64url(12-byte MAC), as repository.encode_cursor makes it
+        # base64url(position) "." base64url(12-byte MAC), as service/cursors.py makes it
         "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]{16}$"},
         "description": "the `next` cursor of the previous page",
     },

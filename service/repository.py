@@ -9,25 +9,23 @@ aggregate's ETag is derived from it, which makes `If-Match` one conditional upda
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
 import msgspec
 import orjson
 from aiohttp import web
 
 from service.cache import Cached, ResponseCache
+from service.cursors import Cursors, OrderPosition, UserPosition
 from service.db import Document, DuplicateKeyError, Mongo
 from service.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
 from service.idempotency import IdempotencyStore
 from service.ids import new_id
 from service.retry import RetryPolicy, call_with_retries, retried
-from service.schemas import Id, OrderCreate, UserCreate, UserPatch
+from service.schemas import OrderCreate, UserCreate, UserPatch
 
 ORDER_HISTORY_LIMIT = 100
 REPRESENTATION = "1"  # bump when a response shape changes: old ETags then stop matching
@@ -94,54 +92,6 @@ def version_condition(
         else:
             condition["$nin"] = versions_matching(if_none_match)
     return condition or None
-
-
-# --- cursors -------------------------------------------------------------------------
-# A cursor is base64url(JSON position) + "." + a MAC: opaque to clients, and any change to
-# it is detected and answered 400. It is an integrity check, not a secret.
-_CURSOR_KEY = b"user-service cursor v1"
-_YEAR_10000_MS = 253_402_300_800_000
-
-
-def encode_cursor(position: dict[str, Any]) -> str:
-    payload = base64.urlsafe_b64encode(msgspec.json.encode(position)).rstrip(b"=")
-    mac = hmac.new(_CURSOR_KEY, payload, hashlib.sha256).digest()[:12]
-    return f"{payload.decode()}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
-
-
-class UserPosition(msgspec.Struct, forbid_unknown_fields=True):
-    id: Id
-
-
-class OrderPosition(msgspec.Struct, forbid_unknown_fields=True):
-    t: Annotated[int, msgspec.Meta(ge=0, lt=_YEAR_10000_MS)]  # created_at, ms since the epoch
-    id: Id
-
-
-P = TypeVar("P", UserPosition, OrderPosition)
-
-
-def decode_cursor(cursor: str, kind: type[P]) -> P:
-    """The position in a cursor this service made; anything else is a 400.
-
-    The key is in the source, so a client can forge a well-signed cursor: its position is
-    validated as strictly as a request body (types, bounds, no extra keys).
-    """
-    bad = InvalidInput(
-        "The `after` cursor is not valid.",
-        errors=[{"pointer": "after", "detail": "tampered or malformed"}],
-    )
-    payload, _, mac = cursor.partition(".")
-    try:
-        expected = hmac.new(_CURSOR_KEY, payload.encode("ascii"), hashlib.sha256).digest()[:12]
-        given = base64.urlsafe_b64decode(mac + "=" * (-len(mac) % 4))
-        if not hmac.compare_digest(expected, given):
-            raise bad
-        return msgspec.json.decode(
-            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)), type=kind
-        )
-    except (ValueError, msgspec.DecodeError):
-        raise bad from None
 
 
 # --- collections ---------------------------------------------------------------------
@@ -326,11 +276,14 @@ class Page:
 class Repository:
     """The handlers' single entry point: the use cases and the business rules behind them."""
 
-    def __init__(self, mongo: Mongo, policy: RetryPolicy, cache: ResponseCache | None) -> None:
+    def __init__(
+        self, mongo: Mongo, policy: RetryPolicy, cache: ResponseCache | None, cursors: Cursors
+    ) -> None:
         self.users = UsersRepository(mongo, policy)
         self.orders = OrdersRepository(mongo, policy)
         self.idempotency = IdempotencyStore(mongo, policy)
         self._cache = cache
+        self._cursors = cursors
 
     async def _cached(
         self, kind: str, ident: str, load: Callable[[], Awaitable[Versioned]]
@@ -385,11 +338,11 @@ class Repository:
         return await self.idempotency.run(f"users:{idempotency_key}", fingerprint, create)
 
     async def list_users(self, limit: int, after: str | None) -> Page:
-        after_id = None if after is None else decode_cursor(after, UserPosition).id
+        after_id = None if after is None else self._cursors.decode(after, UserPosition).id
         documents = await self.users.page(limit + 1, after_id)
         items = [to_plain(document) for document in documents[:limit]]
         more = len(documents) > limit
-        return Page(items, encode_cursor({"id": items[-1]["id"]}) if more else None)
+        return Page(items, self._cursors.encode({"id": items[-1]["id"]}) if more else None)
 
     async def update_user(
         self,
@@ -482,7 +435,7 @@ class Repository:
     async def list_orders(self, user_id: str, limit: int, after: str | None) -> Page:
         position = None
         if after is not None:
-            cursor = decode_cursor(after, OrderPosition)
+            cursor = self._cursors.decode(after, OrderPosition)
             position = (datetime.fromtimestamp(cursor.t / 1000, UTC), cursor.id)
         exists, documents = await asyncio.gather(
             self.users.exists(user_id), self.orders.newest_for_user(user_id, limit + 1, position)
@@ -494,7 +447,7 @@ class Repository:
         if len(documents) > limit:
             last = shown[-1]
             millis = int(last["created_at"].timestamp() * 1000)
-            next_cursor = encode_cursor({"t": millis, "id": last["_id"]})
+            next_cursor = self._cursors.encode({"t": millis, "id": last["_id"]})
         return Page([to_plain(document) for document in shown], next_cursor)
 
     async def get_order(self, order_id: str) -> Versioned:

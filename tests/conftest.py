@@ -23,6 +23,8 @@ from service.config import Settings, load_settings
 from service.db import MONGO, MONGO_LISTENERS, Mongo
 from tests.servers import MongoServer, RedisServer, in_ci, redis_server_binary
 
+# The suite's paging secret: tests that sign cursors themselves use it (service/cursors.py).
+CURSOR_SECRET = "the-test-suite-cursor-secret"
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, web.Application]]]
 Client = TestClient[Any, web.Application]
 _HYPOTHESIS_HOME = pytest.StashKey[Path]()
@@ -88,6 +90,7 @@ def test_env(mongo_server: MongoServer) -> dict[str, str]:
         "SERVICE_ENV": "test",
         "MONGO_URL": mongo_server.url,
         "MONGO_DB": f"t_{uuid.uuid4().hex[:16]}",
+        "CURSOR_SECRET": CURSOR_SECRET,
     }
 
 

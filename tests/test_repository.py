@@ -1,4 +1,4 @@
-"""The repository's pure rules, tested directly: cursors."""
+"""The repository's pure rules, tested directly: cursors (service/cursors.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from typing import Any
 
 import pytest
 
+from service.cursors import Cursors, OrderPosition, UserPosition
 from service.errors import InvalidInput
-from service.repository import OrderPosition, UserPosition, decode_cursor, encode_cursor
 from tests.api import DOCUMENT
+
+CURSORS = Cursors(b"a secret for the pure tests")
+encode_cursor, decode_cursor = CURSORS.encode, CURSORS.decode
 
 
 def test_cursors_round_trip() -> None:
@@ -42,7 +45,7 @@ def test_cursors_have_the_documented_shape() -> None:
     ],
 )
 def test_forged_order_cursors_are_refused(position: dict[str, Any]) -> None:
-    """The key is no secret: a well-signed cursor must still hold a sane position."""
+    """Should the secret leak, a well-signed cursor must still hold a sane position."""
     with pytest.raises(InvalidInput) as raised:
         decode_cursor(encode_cursor(position), OrderPosition)
     assert raised.value.errors == [{"pointer": "after", "detail": "tampered or malformed"}]
