@@ -184,6 +184,17 @@ async def test_the_docs_page_lists_every_operation_and_tries_one(
     status = await browser.wait_for(f"{_STATUS} && {_STATUS}.textContent.trim()", "a response")
     assert status == "200"
 
+    # The examples are the document's, not ones Swagger UI makes up from a pattern ("^A$").
+    create = "document.querySelector('#operations-users-create_user')"
+    await browser.evaluate(f"{create}.querySelector('.opblock-summary-control').click()")
+    await browser.wait_for(
+        f"{create}.innerText.includes('ada@example.com')", "the request body example"
+    )
+    shown = await browser.evaluate(f"{create}.innerText")
+    assert '"id": "01ke6qvwe0mthc792r014fr2"' in shown  # the 201 example, a real id
+    assert "2026-01-05T09:30:00.000Z" in shown
+    await browser.evaluate(f"{create}.querySelector('.opblock-summary-control').click()")
+
     screenshot = b64decode((await browser.send("Page.captureScreenshot", format="png"))["data"])
     (tmp_path / "docs.png").write_bytes(screenshot)
     if os.environ.get("SAVE_SCREENSHOTS"):
