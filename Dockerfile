@@ -18,7 +18,6 @@ FROM python:3.11.7-slim-bookworm AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     SERVICE_ENV=production \
-    SERVICE_CONFIG_DIR=/app/config \
     METRICS_DIR=/tmp/user-service-metrics
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app
@@ -27,7 +26,8 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links=/wheels /wheels/user_service-*.whl \
     && rm -rf /wheels
 WORKDIR /app
-COPY config ./config
+# The TOML defaults ship inside the wheel (service/settings/); SERVICE_CONFIG_DIR may point
+# at a mounted directory instead.
 COPY gunicorn.conf.py ./
 USER 10001:10001
 EXPOSE 8000 8001

@@ -1,6 +1,6 @@
 """gunicorn settings for user-service: `gunicorn --config gunicorn.conf.py`.
 
-Everything comes from the service's own Settings (config/*.toml + environment), loaded and
+Everything comes from the service's own Settings (service/settings/*.toml + environment), loaded and
 validated here, in the master, so a bad value stops gunicorn before any worker starts:
 one line on stderr, exit code 2.
 """

@@ -1,4 +1,5 @@
-"""Command line: `python -m service` serves; `python -m service seed ...` loads demo data."""
+"""Command line: `python -m service` serves; `seed ...` loads demo data; `openapi` prints the
+OpenAPI document for the configured settings (no server, no database: for client builds)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import orjson
 from aiohttp import web
 
 from service.app import create_app, settings_or_exit
@@ -15,6 +17,8 @@ from service.config import Settings
 from service.db import Mongo, PyMongoError
 from service.lifecycle import begin_shutdown, end_in_flight
 from service.logs import configure_logging
+from service.openapi import build_document
+from service.routes import ENDPOINTS
 from service.seed import BATCH_DOCUMENTS, Progress, bulk_settings, seed
 
 
@@ -22,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="user-service", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve HTTP on HOST:PORT (the default)")
+    commands.add_parser(
+        "openapi", help="print the OpenAPI document (as GET /openapi.json serves it) and exit"
+    )
     seeding = commands.add_parser("seed", help="insert demo users and orders (idempotent)")
     seeding.add_argument("--users", type=int, default=100, metavar="N")
     seeding.add_argument("--orders-per-user", type=int, default=5, metavar="M")
@@ -74,6 +81,10 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = settings_or_exit()
+    if args.command == "openapi":
+        document = orjson.dumps(build_document(ENDPOINTS, settings), option=orjson.OPT_INDENT_2)
+        sys.stdout.write(document.decode() + "\n")
+        return 0
     if args.command == "seed":
         if args.users < 0 or args.orders_per_user < 0 or args.batch_documents < 1:
             print(

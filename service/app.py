@@ -115,6 +115,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
         ]
     )
     app.on_shutdown.append(_mark_shutting_down)
-    app[OPENAPI_DOCUMENT] = orjson.dumps(build_document(ENDPOINTS))
+    app[OPENAPI_DOCUMENT] = orjson.dumps(build_document(ENDPOINTS, settings))
     setup_routes(app)
     return app

@@ -17,8 +17,8 @@ from service.config import AuthSettings
 from service.errors import Forbidden, InvalidInput, Unauthorized
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# Probes, scrapes and the published contract stay reachable without a token.
-OPEN_PREFIXES = ("/health/", "/metrics", "/openapi.json")
+# Probes, scrapes and the published contract (and its page) stay reachable without a token.
+OPEN_PREFIXES = ("/health/", "/metrics", "/openapi.json", "/docs")
 READ, WRITE = "read", "write"
 _CHALLENGE = 'Bearer realm="user-service"'
 

@@ -1,8 +1,10 @@
-"""Settings: TOML files in config/ plus environment variables, validated once into frozen data.
+"""Settings: TOML files shipped in the package plus environment variables, validated once.
 
 The rest of the service receives a `Settings` and never reads `os.environ`: that keeps
 tests, gunicorn workers and `adev runserver` reading the same, checked values.
-Order of precedence: config/default.toml < config/<SERVICE_ENV>.toml < environment.
+Order of precedence: settings/default.toml < settings/<SERVICE_ENV>.toml < environment, where
+settings/ is the package's own directory (package data, so an installed wheel has it) unless
+SERVICE_CONFIG_DIR names another.
 """
 
 from __future__ import annotations
@@ -136,6 +138,12 @@ class PagingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DocsSettings:
+    # GET /docs: Swagger UI for /openapi.json, from files the service ships (no CDN).
+    enabled: bool = _key("DOCS_ENABLED")
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: LogLevel = _key("LOG_LEVEL")
     format: LogFormat = _key("LOG_FORMAT")
@@ -172,6 +180,7 @@ class Settings:
     health: HealthSettings
     auth: AuthSettings
     paging: PagingSettings
+    docs: DocsSettings
     log: LogSettings
     compression: CompressionSettings
     cors: CorsSettings
@@ -202,8 +211,8 @@ def check_worker_cache(settings: Settings, workers: int) -> None:
 
 
 def default_config_dir() -> Path:
-    """config/ beside the package in a checkout; SERVICE_CONFIG_DIR elsewhere (the image)."""
-    return Path(__file__).resolve().parents[1] / "config"
+    """The TOML files inside the package: the same in a checkout, a wheel and the image."""
+    return Path(__file__).resolve().parent / "settings"
 
 
 def load_settings(
@@ -395,7 +404,7 @@ def _build_section(section: str, cls: type, values: dict[str, Any], env: Mapping
         elif f.name in values:
             label, raw, from_env = name, values[f.name], False
         else:
-            raise ConfigError(f"{name}: missing (set it in config/default.toml)")
+            raise ConfigError(f"{name}: missing (set it in service/settings/default.toml)")
         built[f.name] = _coerce(label, hints[f.name], raw, from_env, f.metadata)
     return cls(**built)
 

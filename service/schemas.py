@@ -46,25 +46,61 @@ EMAIL_PATTERN = (
 )
 MAX_AMOUNT = 10**12
 
+# Examples are what the documentation page shows and generated clients' docs quote: a
+# realistic value beats one made up from a pattern.
 Name = Annotated[
     str,
     Meta(
         pattern=NAME_PATTERN,
         description="1-100 characters after trimming, at least one visible; no controls",
+        examples=["Ada Lovelace"],
     ),
 ]
 Email = Annotated[
-    str, Meta(pattern=EMAIL_PATTERN, max_length=254, description="stored lower-cased; unique")
+    str,
+    Meta(
+        pattern=EMAIL_PATTERN,
+        max_length=254,
+        description="stored lower-cased; unique",
+        examples=["ada@example.com"],
+    ),
 ]
-Currency = Annotated[str, Meta(pattern=r"^[A-Z]{3}\Z", description="ISO 4217 code")]
+Currency = Annotated[
+    str, Meta(pattern=r"^[A-Z]{3}\Z", description="ISO 4217 code", examples=["EUR"])
+]
 Sku = Annotated[
     str,
-    Meta(min_length=1, max_length=64, pattern=rf"^[^{_FORBIDDEN}]*\Z", description="no controls"),
+    Meta(
+        min_length=1,
+        max_length=64,
+        pattern=rf"^[^{_FORBIDDEN}]*\Z",
+        description="no controls",
+        examples=["BOOK-1"],
+    ),
 ]
-Quantity = Annotated[int, Meta(ge=1, le=10_000)]
-Amount = Annotated[int, Meta(ge=1, le=MAX_AMOUNT, description="integer minor units")]
-Timestamp = Annotated[str, Meta(description="RFC 3339, UTC, milliseconds")]
-Id = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}\Z")]
+Quantity = Annotated[int, Meta(ge=1, le=10_000, examples=[2])]
+Amount = Annotated[
+    int, Meta(ge=1, le=MAX_AMOUNT, description="integer minor units", examples=[1999])
+]
+Timestamp = Annotated[
+    str,
+    Meta(
+        description="RFC 3339, UTC, milliseconds",
+        examples=["2026-01-05T09:30:00.000Z"],
+        extra_json_schema={"format": "date-time"},
+    ),
+]
+_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}\Z"
+UserId = Annotated[str, Meta(pattern=_ID_PATTERN, examples=["01ke6qvwe0mthc792r014fr2"])]
+OrderId = Annotated[str, Meta(pattern=_ID_PATTERN, examples=["01ke6qxq10shn6qryjh0s1zp"])]
+Id = Annotated[str, Meta(pattern=_ID_PATTERN)]
+Cursor = Annotated[
+    str | None,
+    Meta(
+        description="cursor for `after`, null on the last page",
+        examples=["eyJpZCI6IjAxa2U2cXZ3ZTBzMzI1bTUzNTl4Y2ttZSJ9.v9hPyj4ZO0it8TSR"],
+    ),
+]
 
 
 class UserCreate(Struct, forbid_unknown_fields=True):
@@ -89,18 +125,18 @@ class OrderCreate(Struct, forbid_unknown_fields=True):
 
 
 class User(Struct):
-    id: Id
-    name: str
-    email: str
+    id: UserId
+    name: Annotated[str, Meta(examples=["Ada Lovelace"])]
+    email: Annotated[str, Meta(examples=["ada@example.com"])]
     created_at: Timestamp
     updated_at: Timestamp
 
 
 class Order(Struct):
-    id: Id
-    user_id: Id
-    amount: int
-    currency: str
+    id: OrderId
+    user_id: UserId
+    amount: Annotated[int, Meta(description="integer minor units", examples=[1999])]
+    currency: Annotated[str, Meta(examples=["EUR"])]
     items: list[OrderItem]
     created_at: Timestamp
 
@@ -112,24 +148,26 @@ class UserWithOrders(Struct):
 
 class UserPage(Struct):
     items: list[User]
-    next: Annotated[str | None, Meta(description="cursor for `after`, null on the last page")]
+    next: Cursor
 
 
 class OrderPage(Struct):
     items: list[Order]
-    next: Annotated[str | None, Meta(description="cursor for `after`, null on the last page")]
+    next: Cursor
 
 
 class ProblemField(Struct):
-    pointer: str
-    detail: str
+    pointer: Annotated[str, Meta(description="JSON Pointer or parameter name", examples=["/email"])]
+    detail: Annotated[str, Meta(examples=["required"])]
 
 
 class Problem(Struct, omit_defaults=True):
-    type: str
-    title: str
-    status: int
-    detail: str
+    """RFC 9457 problem details: every error the service answers."""
+
+    type: Annotated[str, Meta(examples=["/problems/invalid-input"])]
+    title: Annotated[str, Meta(examples=["Bad Request"])]
+    status: Annotated[int, Meta(examples=[400])]
+    detail: Annotated[str, Meta(examples=["The request body is invalid."])]
     errors: list[ProblemField] = []
     errors_omitted: Annotated[
         int, Meta(ge=0, description="problems beyond those listed in `errors`")
@@ -137,7 +175,7 @@ class Problem(Struct, omit_defaults=True):
 
 
 class Health(Struct, omit_defaults=True):
-    status: str
+    status: Annotated[str, Meta(examples=["ok"])]
     checks: dict[str, str] = {}
 
 
