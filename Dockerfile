@@ -6,12 +6,14 @@ FROM python:3.11.7-slim-bookworm AS build
 WORKDIR /src
 # requirements.lock (`make lock`) pins every runtime dependency with its hashes: pip refuses
 # anything else, so the image holds what CI tested. Every one has a wheel on PyPI or is pure
-# Python, so no compiler is needed. Behind a TLS-inspecting proxy, give pip its CA for these
+# Python, so no compiler is needed (the one sdist builds with the base's own setuptools, which
+# saves fetching a build environment for it). Behind a TLS-inspecting proxy, give pip its CA for these
 # steps only (never in a layer): `--secret id=pip.conf,src=FILE --secret id=build-ca.crt,src=CA`
 # with `cert = /run/secrets/build-ca.crt` in FILE; without them pip uses its defaults.
 COPY requirements.lock ./
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=build-ca.crt \
-    pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels -r requirements.lock
+    pip wheel --no-cache-dir --require-hashes --no-build-isolation --wheel-dir /wheels \
+        -r requirements.lock
 COPY pyproject.toml setup.cfg README.md ./
 COPY service ./service
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=build-ca.crt \

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.image.engine import ROOT, Engine, base_image_name, ensure_base, image_json
+from tests.image.engine import ROOT, Engine, base_image_name, image_json
 from tests.image.pod import Pod, load_pod, podman_security_args
 from tests.servers import MongoServer, RedisServer, free_port
 
@@ -142,8 +142,11 @@ def _mb(size: float) -> str:
 
 def check_image_contents(engine: Engine, base: str) -> None:
     """No wheels, compilers or build configuration beyond what the base itself carries."""
+    _check_layers(engine, base)
     image_root = Path(engine.podman("image", "mount", TAG).stdout.strip())
-    base_root = Path(engine.podman("image", "mount", base).stdout.strip())
+    # The base sits in the read-only cached store, which podman will not mount: its one
+    # layer's directory is its whole tree.
+    (base_root,) = _layer_dirs(engine, base)
     try:
 
         def wheels(root: Path) -> set[str]:
@@ -167,7 +170,51 @@ def check_image_contents(engine: Engine, base: str) -> None:
         _expect(not leaked, f"the build's pip configuration is not in the image ({leaked})")
     finally:
         engine.podman("image", "unmount", TAG, check=False)
-        engine.podman("image", "unmount", base, check=False)
+
+
+def _layer_dirs(engine: Engine, image: str) -> list[Path]:
+    data = image_json(engine, image).get("GraphDriver") or {}
+    assert isinstance(data, dict)
+    dirs = data.get("Data") or {}
+    listed = [dirs.get("UpperDir", ""), *dirs.get("LowerDir", "").split(":")]
+    return [Path(d) for d in listed if d]
+
+
+def _check_layers(engine: Engine, base: str) -> None:
+    """Each layer on its own: a file deleted by a later layer still ships in the earlier one."""
+    ours = set(_layer_dirs(engine, TAG)) - set(_layer_dirs(engine, base))
+    if engine.driver == "overlay":
+        wheels = sorted(str(path) for layer in ours for path in layer.rglob("*.whl"))
+        _expect(
+            not wheels, f"no layer holds a wheel, {len(ours)} layers above the base {wheels[:3]}"
+        )
+    else:
+        print("  (vfs: layers are full copies, the per-layer wheel check needs overlay)")
+
+
+def check_versions(engine: Engine) -> None:
+    """The image holds exactly the locked versions."""
+    locked = dict(
+        _pin(line)
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if re.match(r"^[A-Za-z0-9]", line)
+    )
+    listed = engine.podman("exec", CONTAINER, "python", "-m", "pip", "list", "--format=json")
+    installed = {
+        _pin(f"{item['name']}=={item['version']}")[0]: item["version"]
+        for item in json.loads(listed.stdout)
+    }
+    differ = {
+        name: (version, installed.get(name))
+        for name, version in locked.items()
+        if installed.get(name) != version
+    }
+    _expect(not differ, f"the image has the {len(locked)} locked versions ({differ})")
+
+
+def _pin(line: str) -> tuple[str, str]:
+    name, _, version = line.split(" ")[0].partition("==")
+    return re.sub(r"[-_.]+", "-", name).lower(), version
 
 
 def build(engine: Engine, run_dir: Path) -> None:
@@ -263,6 +310,7 @@ def run_container(engine: Engine, pod: Pod, mongo: MongoServer, redis: RedisServ
     status, _ = _http(url(api, "/metrics"))
     _expect(status != 200, f"no metrics on the API port {api} (got {status})")
 
+    check_versions(engine)
     check_healthcheck(engine)
     check_users(engine, pod)
     return stop(engine, pod)
@@ -340,7 +388,7 @@ def main() -> int:
     cache_dir = Path(os.environ.get("IMAGE_CACHE_DIR", "/var/cache/user-service-image"))
     run_dir = Path(tempfile.mkdtemp(prefix="user-service-image-", dir="/var/tmp"))
     disk = DiskWatch(run_dir)
-    engine = Engine(run_dir)
+    engine = Engine(run_dir, cache_dir)
     servers: list[MongoServer | RedisServer] = []
     failure: str | None = None
     cold = False
@@ -349,8 +397,7 @@ def main() -> int:
         pod = load_pod()
         base = base_image_name(ROOT / "Dockerfile")
         with timings.step("stand-in base"):
-            tarball, cold = ensure_base(cache_dir, run_dir)
-            engine.import_base(tarball, f"localhost/{base}")
+            cold = engine.ensure_base(f"localhost/{base}")
         print(f"image-test: storage driver {engine.driver}")
         with timings.step("build (buildah bud, unmodified Dockerfile)"):
             build(engine, run_dir)

@@ -56,14 +56,34 @@ def base_image_name(dockerfile: Path) -> str:
 
 
 class Engine:
-    """buildah/podman with configuration and storage under `run_dir`, all removed by `remove`."""
+    """buildah/podman with configuration and storage under `run_dir`, all removed by `remove`.
 
-    def __init__(self, run_dir: Path) -> None:
+    The stand-in base lives in a read-only image store in the cache (`additionalimagestores`),
+    so a warm run neither imports nor deletes it.
+    """
+
+    def __init__(self, run_dir: Path, cache_dir: Path) -> None:
         self.run_dir = run_dir
+        self.cache_dir = cache_dir
         self.storage = run_dir / "storage"
         self.driver = "overlay"
         self.env = dict(os.environ)
         self._write_config()
+
+    @property
+    def base_store(self) -> Path:
+        return self.cache_dir / f"store-{self.driver}-{BASE_SUITE}-{base_key()}"
+
+    def _storage_conf(self, path: Path, graphroot: Path, stores: Sequence[Path]) -> None:
+        listed = ", ".join(f'"{store}"' for store in stores)
+        path.write_text(
+            "[storage]\n"
+            f'driver = "{self.driver}"\n'
+            f'graphroot = "{graphroot}"\n'
+            f'runroot = "{self.run_dir / "runroot"}"\n'
+            "[storage.options]\n"
+            f"additionalimagestores = [{listed}]\n"
+        )
 
     def _write_config(self) -> None:
         nofile = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 65536)
@@ -81,12 +101,7 @@ class Engine:
             f'tmp_dir = "{self.run_dir / "libpod-tmp"}"\n'
         )
         storage = self.run_dir / "storage.conf"
-        storage.write_text(
-            "[storage]\n"
-            f'driver = "{self.driver}"\n'
-            f'graphroot = "{self.storage}"\n'
-            f'runroot = "{self.run_dir / "runroot"}"\n'
-        )
+        self._storage_conf(storage, self.storage, [self.base_store])
         self.env.update(
             CONTAINERS_CONF=str(conf),
             CONTAINERS_STORAGE_CONF=str(storage),
@@ -96,10 +111,21 @@ class Engine:
         (self.run_dir / "tmp").mkdir(exist_ok=True)
 
     def run(
-        self, tool: str, *args: str, check: bool = True, timeout: float = 600
+        self,
+        tool: str,
+        *args: str,
+        check: bool = True,
+        timeout: float = 600,
+        env: dict[str, str] | None = None,
+        stdin: int | None = None,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [tool, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+            [tool, *args],
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=stdin,
         )
         if check and result.returncode != 0:
             raise RuntimeError(
@@ -130,90 +156,93 @@ class Engine:
     def podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.run("podman", "--cgroup-manager=cgroupfs", "--runtime=runc", *args, check=check)
 
-    def import_base(self, tarball: Path, name: str) -> None:
-        """Import the cached root filesystem as `name`; vfs when overlay mounts are refused."""
-        changes = ["--change=ENV LANG=C.UTF-8", '--change=CMD ["python3"]']
-        result = self.podman("import", *changes, str(tarball), name, check=False)
-        if result.returncode != 0 and "overlay" in (result.stderr + result.stdout).lower():
-            print(f"image-test: overlay refused, using vfs: {result.stderr.strip()[-300:]}")
-            self._remove_storage()
-            self.driver = "vfs"
-            self._write_config()
-            result = self.podman("import", *changes, str(tarball), name, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"podman import failed:\n{result.stderr}")
-        # A test of the mounts: the build would otherwise fail on the first layer.
-        mounted = self.podman("image", "mount", name, check=False)
-        if mounted.returncode != 0 and self.driver == "overlay":
-            print(f"image-test: overlay mount refused, using vfs: {mounted.stderr.strip()}")
-            self._remove_storage()
-            self.driver = "vfs"
-            self._write_config()
-            self.import_base(tarball, name)
-            return
-        self.podman("image", "unmount", name, check=False)
+    def ensure_base(self, name: str) -> bool:
+        """The stand-in base as `name` in the cached store; built when missing (True: cold).
 
-    def _remove_storage(self) -> None:
+        vfs when overlay is refused, both for the store and the run's own storage.
+        """
+        for driver in ("overlay", "vfs"):
+            self.driver = driver
+            self._write_config()
+            if (self.base_store / "complete").exists():
+                return False
+        self.driver = "overlay"
+        self._write_config()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.cache_dir.glob("store-*"):  # another package list: never used again
+            _remove_tree(stale)
+        for stale in self.cache_dir.glob("base-*.tar"):  # the cache's earlier layout
+            stale.unlink()
+        started = time.monotonic()
+        rootfs = self.run_dir / "rootfs"
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(BASE_PACKAGES)}",
+                BASE_SUITE,
+                str(rootfs),
+                BASE_MIRROR,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        for command in BASE_TWEAKS:
+            subprocess.run(["chroot", str(rootfs), "sh", "-c", command], check=True)
+        print(f"image-test: debootstrap took {time.monotonic() - started:.0f} s")
+        try:
+            self._import(rootfs, name)
+        except RuntimeError as error:
+            print(f"image-test: overlay refused, using vfs: {str(error)[-300:]}")
+            _remove_tree(self.base_store)
+            self.driver = "vfs"
+            self._write_config()
+            self._import(rootfs, name)
+        _remove_tree(rootfs)
+        print(f"image-test: stand-in base built in {time.monotonic() - started:.0f} s")
+        return True
+
+    def _import(self, rootfs: Path, name: str) -> None:
+        store_conf = self.run_dir / "store.conf"
+        self._storage_conf(store_conf, self.base_store, [])
+        env = {**self.env, "CONTAINERS_STORAGE_CONF": str(store_conf)}
+        with subprocess.Popen(
+            ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-c", "."],
+            stdout=subprocess.PIPE,
+        ) as tar:
+            self.run(
+                "podman",
+                "import",
+                "--change=ENV LANG=C.UTF-8",
+                '--change=CMD ["python3"]',
+                "-",
+                name,
+                env=env,
+                stdin=tar.stdout.fileno() if tar.stdout else None,
+            )
+        if tar.returncode != 0:
+            raise RuntimeError(f"tar of the stand-in base failed ({tar.returncode})")
+        # The build would fail on its first layer if the driver cannot mount here.
+        self.run("podman", "image", "mount", name, env=env)
+        self.run("podman", "image", "unmount", name, env=env)
+        (self.base_store / "complete").touch()
+
+    def remove(self) -> None:
+        """Everything the run created: containers, images, storage, configuration."""
         # Containers first (their conmon and network); images and layers go with the directory.
         self.podman("rm", "--all", "--force", "--time=0", check=False)
         self.run("buildah", "rm", "--all", check=False)
-        for mount in reversed(_mounts_under(self.run_dir)):
-            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
-        shutil.rmtree(self.storage, ignore_errors=True)
-        shutil.rmtree(self.run_dir / "runroot", ignore_errors=True)
-
-    def remove(self) -> None:
-        """Everything the engine created: containers, images, storage, configuration."""
-        self._remove_storage()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        _remove_tree(self.run_dir)
 
 
-def _mounts_under(directory: Path) -> list[str]:
+def _remove_tree(directory: Path) -> None:
+    """rm -rf that first detaches any mount below `directory` (never descends into one)."""
     prefix = str(directory) + "/"
     with open("/proc/self/mounts") as mounts:
-        return [
-            fields[1]
-            for fields in (line.split() for line in mounts)
-            if fields[1].startswith(prefix)
-        ]
-
-
-def ensure_base(cache_dir: Path, work_dir: Path) -> tuple[Path, bool]:
-    """The stand-in base as a tarball in the cache; built with debootstrap when missing.
-
-    Returns the tarball and whether it was built now (a cold run).
-    """
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tarball = cache_dir / f"base-{BASE_SUITE}-{base_key()}.tar"
-    if tarball.exists():
-        return tarball, False
-    for stale in cache_dir.glob("base-*.tar"):  # another package list: never used again
-        stale.unlink()
-    rootfs = work_dir / "rootfs"
-    started = time.monotonic()
-    subprocess.run(
-        [
-            "debootstrap",
-            "--variant=minbase",
-            f"--include={','.join(BASE_PACKAGES)}",
-            BASE_SUITE,
-            str(rootfs),
-            BASE_MIRROR,
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    for command in BASE_TWEAKS:
-        subprocess.run(["chroot", str(rootfs), "sh", "-c", command], check=True)
-    partial = tarball.with_suffix(".partial")
-    subprocess.run(
-        ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "-cf", str(partial), "."],
-        check=True,
-    )
-    partial.rename(tarball)
-    shutil.rmtree(rootfs)
-    print(f"image-test: stand-in base built in {time.monotonic() - started:.0f} s: {tarball}")
-    return tarball, True
+        points = [line.split()[1] for line in mounts]
+    for point in sorted((p for p in points if p.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def image_json(engine: Engine, name: str) -> dict[str, object]:
