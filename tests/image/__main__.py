@@ -109,10 +109,11 @@ def _wait_status(url: str, status: int, seconds: float, container: Engine) -> No
     raise Check(f"{url} did not answer {status} within {seconds:.0f} s (last: {last})")
 
 
-def _expect(condition: bool, message: str) -> None:
+def _expect(misses: list[str], condition: bool, message: str) -> None:
+    """Record a miss and go on, so that one run names every miss."""
     if not condition:
-        raise Check(message)
-    print(f"  ok: {message}")
+        misses.append(message)
+    print(f"  {'ok' if condition else 'MISS'}: {message}")
 
 
 def _host_pids(root_pid: int) -> list[int]:
@@ -140,9 +141,9 @@ def _mb(size: float) -> str:
     return f"{size / 1e6:.1f} MB"
 
 
-def check_image_contents(engine: Engine, base: str) -> None:
+def check_image_contents(engine: Engine, base: str, misses: list[str]) -> None:
     """No wheels, compilers or build configuration beyond what the base itself carries."""
-    _check_layers(engine, base)
+    _check_layers(engine, base, misses)
     image_root = Path(engine.podman("image", "mount", TAG).stdout.strip())
     # The base sits in the read-only cached store, which podman will not mount: its one
     # layer's directory is its whole tree.
@@ -153,21 +154,21 @@ def check_image_contents(engine: Engine, base: str) -> None:
             return {str(path.relative_to(root)) for path in root.rglob("*.whl")}
 
         added = sorted(wheels(image_root) - wheels(base_root))
-        _expect(not added, f"no wheels added to the image ({added[:5]})")
-        _expect(not (image_root / "wheels").exists(), "no /wheels directory")
+        _expect(misses, not added, f"no wheels added to the image ({added[:5]})")
+        _expect(misses, not (image_root / "wheels").exists(), "no /wheels directory")
         tools = [
             f"{directory}/{tool}"
             for directory in ("usr/bin", "usr/local/bin", "bin")
             for tool in COMPILERS
             if (image_root / directory / tool).exists()
         ]
-        _expect(not tools, f"no build tools in the image ({tools})")
+        _expect(misses, not tools, f"no build tools in the image ({tools})")
         leaked = [
             name
             for name in ("etc/pip.conf", "run/secrets/build-ca.crt")
             if (image_root / name).exists() and not (base_root / name).exists()
         ]
-        _expect(not leaked, f"the build's pip configuration is not in the image ({leaked})")
+        _expect(misses, not leaked, f"the build's pip configuration is not in the image ({leaked})")
     finally:
         engine.podman("image", "unmount", TAG, check=False)
 
@@ -180,19 +181,21 @@ def _layer_dirs(engine: Engine, image: str) -> list[Path]:
     return [Path(d) for d in listed if d]
 
 
-def _check_layers(engine: Engine, base: str) -> None:
+def _check_layers(engine: Engine, base: str, misses: list[str]) -> None:
     """Each layer on its own: a file deleted by a later layer still ships in the earlier one."""
     ours = set(_layer_dirs(engine, TAG)) - set(_layer_dirs(engine, base))
     if engine.driver == "overlay":
-        wheels = sorted(str(path) for layer in ours for path in layer.rglob("*.whl"))
+        wheels = sorted(f"/{p.relative_to(layer)}" for layer in ours for p in layer.rglob("*.whl"))
         _expect(
-            not wheels, f"no layer holds a wheel, {len(ours)} layers above the base {wheels[:3]}"
+            misses,
+            not wheels,
+            f"no layer holds a wheel, {len(ours)} layers above the base {wheels[:3]}",
         )
     else:
         print("  (vfs: layers are full copies, the per-layer wheel check needs overlay)")
 
 
-def check_versions(engine: Engine) -> None:
+def check_versions(engine: Engine, misses: list[str]) -> None:
     """The image holds exactly the locked versions."""
     locked = dict(
         _pin(line)
@@ -209,7 +212,7 @@ def check_versions(engine: Engine) -> None:
         for name, version in locked.items()
         if installed.get(name) != version
     }
-    _expect(not differ, f"the image has the {len(locked)} locked versions ({differ})")
+    _expect(misses, not differ, f"the image has the {len(locked)} locked versions ({differ})")
 
 
 def _pin(line: str) -> tuple[str, str]:
@@ -252,7 +255,9 @@ def report_image(engine: Engine) -> int:
     return size
 
 
-def run_container(engine: Engine, pod: Pod, mongo: MongoServer, redis: RedisServer) -> list[str]:
+def run_container(
+    engine: Engine, pod: Pod, mongo: MongoServer, redis: RedisServer, misses: list[str]
+) -> list[str]:
     token = secrets.token_hex(24)
     secret_values = {
         "MONGO_URL": f"mongodb://{HOST_FROM_CONTAINER}:{mongo.port}/?directConnection=true",
@@ -288,35 +293,36 @@ def run_container(engine: Engine, pod: Pod, mongo: MongoServer, redis: RedisServ
     _wait_status(url(pod.startup.port, pod.startup.path), 200, pod.startup_seconds, engine)
     print(f"  started: {pod.startup.path} answered 200 after {time.monotonic() - started:.1f} s")
     _wait_status(url(pod.readiness.port, pod.readiness.path), 200, 30, engine)
-    _expect(_http(url(pod.liveness.port, pod.liveness.path))[0] == 200, "liveness 200")
-    _expect(_http(url(pod.readiness.port, pod.readiness.path))[0] == 200, "readiness 200")
+    _expect(misses, _http(url(pod.liveness.port, pod.liveness.path))[0] == 200, "liveness 200")
+    _expect(misses, _http(url(pod.readiness.port, pod.readiness.path))[0] == 200, "readiness 200")
 
     api = pod.ports["http"]
     body = json.dumps({"name": "Image Test", "email": "image-test@example.com"}).encode()
     json_type = {"Content-Type": "application/json"}
     status, _ = _http(url(api, "/users"), "POST", body, json_type)
-    _expect(status == 401, f"a write without a token: 401 (got {status})")
+    _expect(misses, status == 401, f"a write without a token: 401 (got {status})")
     status, created = _http(
         url(api, "/users"), "POST", body, {**json_type, "Authorization": f"Bearer {token}"}
     )
-    _expect(status == 201, f"a write with a token: 201 (got {status})")
+    _expect(misses, status == 201, f"a write with a token: 201 (got {status})")
     user = json.loads(created)["id"]
-    _expect(_http(url(api, f"/users/{user}"))[0] == 200, "the created user reads back: 200")
+    _expect(misses, _http(url(api, f"/users/{user}"))[0] == 200, "the created user reads back: 200")
     status, scraped = _http(url(pod.metrics_port, "/metrics"))
     _expect(
+        misses,
         status == 200 and b"http_requests_total" in scraped,
         f"metrics on the metrics port {pod.metrics_port}: 200 (got {status})",
     )
     status, _ = _http(url(api, "/metrics"))
-    _expect(status != 200, f"no metrics on the API port {api} (got {status})")
+    _expect(misses, status != 200, f"no metrics on the API port {api} (got {status})")
 
-    check_versions(engine)
-    check_healthcheck(engine)
-    check_users(engine, pod)
-    return stop(engine, pod)
+    check_versions(engine, misses)
+    check_healthcheck(engine, misses)
+    check_users(engine, pod, misses)
+    return stop(engine, pod, misses)
 
 
-def check_healthcheck(engine: Engine) -> None:
+def check_healthcheck(engine: Engine, misses: list[str]) -> None:
     """The image's own HEALTHCHECK command (no systemd here: podman's timer never fires)."""
     inspected: dict[str, Any] = image_json(engine, TAG)
     health = inspected.get("Healthcheck") or (inspected.get("Config") or {}).get("Healthcheck")
@@ -329,13 +335,13 @@ def check_healthcheck(engine: Engine) -> None:
     else:
         command = test[1:] if test[0] == "CMD" else test
     result = engine.podman("exec", CONTAINER, *command, check=False)
-    _expect(result.returncode == 0, f"HEALTHCHECK passes (exit {result.returncode})")
+    _expect(misses, result.returncode == 0, f"HEALTHCHECK passes (exit {result.returncode})")
     # It follows PORT: pointed at a port nothing listens on, it must fail.
     result = engine.podman("exec", "--env=PORT=9", CONTAINER, *command, check=False)
-    _expect(result.returncode != 0, "HEALTHCHECK follows PORT (fails with PORT=9)")
+    _expect(misses, result.returncode != 0, "HEALTHCHECK follows PORT (fails with PORT=9)")
 
 
-def check_users(engine: Engine, pod: Pod) -> None:
+def check_users(engine: Engine, pod: Pod, misses: list[str]) -> None:
     root_pid = int(engine.podman("inspect", "--format", "{{.State.Pid}}", CONTAINER).stdout)
     pids = _host_pids(root_pid)
     wrong = []
@@ -345,11 +351,13 @@ def check_users(engine: Engine, pod: Pod) -> None:
             if set(uids) != {pod.uid} or set(gids) != {pod.gid}:
                 wrong.append((pid, uids, gids))
     workers = int(pod.env.get("WEB_CONCURRENCY", "1"))
-    _expect(len(pids) >= 1 + workers, f"{len(pids)} processes: gunicorn and {workers} workers")
-    _expect(not wrong, f"every process runs as {pod.uid}:{pod.gid} ({wrong})")
+    _expect(
+        misses, len(pids) >= 1 + workers, f"{len(pids)} processes: gunicorn and {workers} workers"
+    )
+    _expect(misses, not wrong, f"every process runs as {pod.uid}:{pod.gid} ({wrong})")
 
 
-def stop(engine: Engine, pod: Pod) -> list[str]:
+def stop(engine: Engine, pod: Pod, misses: list[str]) -> list[str]:
     signalled = time.monotonic()
     engine.podman("kill", "--signal=TERM", CONTAINER)
     deadline = signalled + pod.grace_seconds
@@ -365,6 +373,7 @@ def stop(engine: Engine, pod: Pod) -> list[str]:
     elapsed = time.monotonic() - signalled
     exit_code = int(state[1])
     _expect(
+        misses,
         exit_code == 0,
         f"SIGTERM: exit {exit_code} after {elapsed:.1f} s (limit {pod.grace_seconds} s)",
     )
@@ -372,12 +381,12 @@ def stop(engine: Engine, pod: Pod) -> list[str]:
     return (logs.stdout + logs.stderr).splitlines()
 
 
-def check_log(lines: list[str]) -> None:
+def check_log(lines: list[str], misses: list[str]) -> None:
     bad = [line for line in lines if BAD_LINE.search(line)]
     print(f"image-test: container log, {len(lines)} lines")
     for line in bad[:20]:
         print(f"  {line}")
-    _expect(not bad, "no traceback or error line in the container log")
+    _expect(misses, not bad, "no traceback or error line in the container log")
 
 
 def main() -> int:
@@ -391,6 +400,7 @@ def main() -> int:
     engine = Engine(run_dir, cache_dir)
     servers: list[MongoServer | RedisServer] = []
     failure: str | None = None
+    misses: list[str] = []
     cold = False
     size = 0
     try:
@@ -403,7 +413,7 @@ def main() -> int:
             build(engine, run_dir)
         size = report_image(engine)
         with timings.step("image contents"):
-            check_image_contents(engine, f"localhost/{base}")
+            check_image_contents(engine, f"localhost/{base}", misses)
         with timings.step("SecantusDB and redis-server on loopback"):
             mongo = MongoServer(run_dir / "secantus")
             redis = RedisServer(run_dir / "redis")
@@ -411,8 +421,8 @@ def main() -> int:
                 server.start()
                 servers.append(server)
         with timings.step("run as the pod, probe, SIGTERM"):
-            lines = run_container(engine, pod, mongo, redis)
-            check_log(lines)
+            lines = run_container(engine, pod, mongo, redis, misses)
+            check_log(lines, misses)
     except (Check, RuntimeError, subprocess.SubprocessError, OSError, ValueError) as error:
         failure = str(error)
     finally:
@@ -430,6 +440,8 @@ def main() -> int:
         print(f"image-test: image size {_mb(size)}")
     print(f"image-test: disk used while running, at most {_mb(disk.peak)} (limit 1.5 GB)")
     leftover = _leftover(run_dir)
+    if failure is None and misses:
+        failure = f"{len(misses)} missed: " + "; ".join(misses)
     if failure is None and disk.peak > DISK_LIMIT_BYTES:
         failure = f"used {_mb(disk.peak)} of disk, more than 1.5 GB"
     if failure is None and leftover:
