@@ -32,6 +32,8 @@ from tests.servers import MongoServer, RedisServer, free_port
 TAG = "localhost/user-service:image-test"
 CONTAINER = f"user-service-image-test-{os.getpid()}"
 DISK_LIMIT_BYTES = 1536 * 1024**2
+WARM_LIMIT_SECONDS = 60
+COLD_LIMIT_SECONDS = 240
 # The host seen from inside slirp4netns (allow_host_loopback): the host's 127.0.0.1.
 HOST_FROM_CONTAINER = "10.0.2.2"
 # A log line an operator would read as a failure.
@@ -433,11 +435,16 @@ def main() -> int:
             engine.remove()
         disk.stop()
     total = time.monotonic() - timings.started
-    print(f"image-test: {'cold' if cold else 'warm'} run, {total:.1f} s in all:")
+    # Reported, not asserted: on a shared machine the time says more about the neighbours.
+    limit = COLD_LIMIT_SECONDS if cold else WARM_LIMIT_SECONDS
+    print(
+        f"image-test: {'cold' if cold else 'warm'} run, {total:.1f} s in all "
+        f"(target under {limit} s; load average {os.getloadavg()[0]:.1f}):"
+    )
     for name, seconds in timings.steps:
         print(f"  {seconds:6.1f} s  {name}")
     if size:
-        print(f"image-test: image size {_mb(size)}")
+        print(f"image-test: image size {_mb(size)} (the image before the lock: about 260 MB)")
     print(f"image-test: disk used while running, at most {_mb(disk.peak)} (limit 1.5 GB)")
     leftover = _leftover(run_dir)
     if failure is None and misses:
