@@ -2,8 +2,8 @@
 pod runs it, probe it from outside, stop it with SIGTERM; fail on any miss.
 
 Run as root (`.ci/image-test` installs the tools first). Everything it creates lives under a
-directory in /var/tmp and is removed at the end, except the stand-in base's tarball, cached
-in IMAGE_CACHE_DIR (default /var/cache/user-service-image) and keyed by its package list.
+directory in /var/tmp and is removed at the end, except the stand-in base: a read-only image
+store in IMAGE_CACHE_DIR (default /var/cache/user-service-image), keyed by its package list.
 """
 
 from __future__ import annotations
@@ -427,6 +427,9 @@ def main() -> int:
             check_log(lines, misses)
     except (Check, RuntimeError, subprocess.SubprocessError, OSError, ValueError) as error:
         failure = str(error)
+        logs = engine.podman("logs", "--tail=40", CONTAINER, check=False)
+        if logs.returncode == 0:
+            print(f"image-test: the container's log (last lines):\n{logs.stdout}{logs.stderr}")
     finally:
         with timings.step("stop SecantusDB and redis-server"):
             for server in servers:
