@@ -56,6 +56,9 @@ accesslog = None
 errorlog = "-"
 loglevel = _settings.log.level.lower()
 proc_name = "user-service"
+# gunicorn 25+ opens a control socket (for gunicornc) under $HOME: the image's user has no
+# home, so every start logged "Control server error". Nothing here uses it.
+control_socket_disable = True
 
 
 def when_ready(server: Any) -> None:

@@ -49,6 +49,14 @@ class Worker(GunicornUVLoopWebWorker):
 
         self.wsgi = runner
 
+    def run(self) -> None:
+        # uvloop detaches a socket.socket it serves, so libuv closes the descriptor once; any
+        # other object it closes again afterwards. gunicorn's listener wrappers are not
+        # sockets, so each worker logged "Error while closing socket [Errno 9]" on exit.
+        listeners: list[object] = self.sockets  # type: ignore[has-type]  # gunicorn, untyped
+        self.sockets = [getattr(listener, "sock", listener) for listener in listeners]
+        super().run()
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         drain = 0.0
         if self._app is not None:

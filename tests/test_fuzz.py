@@ -277,8 +277,8 @@ def test_linked_operations_survive_generated_sequences(base_url: str) -> None:
 
     # Fixed seeds, so the same scenarios every run; a run that Hypothesis cuts short (see
     # above) is followed by the next seed until enough steps were checked, at most five.
-    for seed in range(20260109, 20260114):
-        hypothesis.seed(seed)(Workflow)
+    for scenario_seed in range(20260109, 20260114):
+        hypothesis.seed(scenario_seed)(Workflow)
         with contextlib.suppress(hypothesis.errors.FlakyStrategyDefinition):
             Workflow.run(
                 settings=hypothesis.settings(

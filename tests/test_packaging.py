@@ -82,7 +82,8 @@ def test_the_installed_script_reads_the_configuration_it_ships(
     assert result.stderr.strip() == expected
     document = _run(installed, tmp_path, "openapi", SERVICE_ENV="production",
                     MONGO_URL="mongodb://db:27017", REDIS_URL="redis://cache:6379/0",
-                    API_TOKENS="a-long-enough-write-token")  # fmt: skip
+                    API_TOKENS="a-long-enough-write-token",
+                    CURSOR_SECRET="a-long-enough-cursor-secret")  # fmt: skip
     assert document.returncode == 0, document.stderr
     assert json.loads(document.stdout)["openapi"].startswith("3.1")
     where = subprocess.run(
