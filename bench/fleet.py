@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import csv
 import io
-import itertools
 import math
 import os
 import random
@@ -387,6 +387,7 @@ class Restart:
     exited_after_seconds: float  # SIGTERM -> the master exited
     ready_after_seconds: float  # started again -> /health/ready 200
     back_after_seconds: float  # started again -> HAProxy has it back in rotation
+    started_at: float  # wall clock of the new start: where its counters begin again
 
 
 @dataclass
@@ -493,6 +494,7 @@ class Fleet:
         out_after = time.monotonic() - began
         exit_code = await exiting
         exited_after = time.monotonic() - began
+        started_at = time.time()
         instance.start()
         started = time.monotonic()
         await instance.wait_ready(http)
@@ -502,8 +504,9 @@ class Fleet:
         ).startswith("UP"):
             assert time.monotonic() - started < 90, f"{instance.name} never back in rotation"
             await asyncio.sleep(0.02)
+        back_after = time.monotonic() - started
         return Restart(instance.name, at, exit_code, round(out_after, 2), round(exited_after, 2),
-                       round(ready_after, 2), round(time.monotonic() - started, 2))  # fmt: skip
+                       round(ready_after, 2), round(back_after, 2), started_at)  # fmt: skip
 
     async def run(self, *, clients: int, users: int, rounds: int, settle: float) -> Report:
         """`rounds` full rolling restarts under load, `settle` seconds of load around each."""
@@ -544,6 +547,7 @@ class Fleet:
         try:
             orders = client[self.database]["orders"]
             stored = {str(doc["_id"]) for doc in orders.find({}, {"_id": 1})}
+            client.drop_database(self.database)  # counted: nothing else reads it
         finally:
             client.close()
         acked = {ack.order_id for acks in tally.acked.values() for ack in acks}
@@ -557,10 +561,14 @@ class Fleet:
             api = PrometheusApi(http, self.prometheus.url)
             expected = {key: float(n) for key, n in tally.answered.items()}
             deadline = time.monotonic() + 30
-            while (totals := await exact_totals(api, time.time())) != expected:
+            starts: dict[str, list[float]] = defaultdict(list)
+            for restart in restarts:
+                starts[self._target(restart.instance)].append(restart.started_at)
+            while (found := await exact_totals(api, time.time(), starts)).counts != expected:
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(1)
+            totals = found.counts
             at = time.time()
             window = f"{math.ceil(at - began) + 5}s"
             selector = f'route=~"{ROUTE_MATCHER}"'
@@ -580,8 +588,8 @@ class Fleet:
             resets = await api.query(f"resets(http_requests_total{{{selector}}}[{window}])")
             cache = {}
             for name in ("cache_errors_total", "cache_invalidations_total", "db_retries_total"):
-                found = await api.query(f"sum(increase({name}[{window}]))")
-                cache[name] = round(float(found[0]["value"][1]), 1) if found else 0.0
+                summed = await api.query(f"sum(increase({name}[{window}]))")
+                cache[name] = round(float(summed[0]["value"][1]), 1) if summed else 0.0
         restarted = Counter(self._target(r.instance) for r in restarts)
         by_instance: dict[str, float] = defaultdict(float)
         for series in resets:  # the most resets any one series of an instance had
@@ -600,6 +608,7 @@ class Fleet:
             "resets_by_instance": dict(sorted(by_instance.items())),
             "restarts_by_instance": dict(sorted(restarted.items())),
             "resets_beyond_own_restarts": max(0.0, beyond),
+            "backwards_within_a_process": found.backwards[:10],
             "increase": cache,
         }
 
@@ -609,20 +618,37 @@ class Fleet:
         return f"127.0.0.1:{port}"
 
 
-async def exact_totals(api: PrometheusApi, at: float) -> dict[tuple[str, str, str], float]:
-    """Requests by (method, route, status) from the raw samples, a reset counted as a restart
-    from zero: exact, where increase() extrapolates to the window's edges."""
+@dataclass
+class Totals:
+    """Requests by (method, route, status), and counters seen going back within a process."""
+
+    counts: dict[tuple[str, str, str], float]
+    backwards: list[str]
+
+
+async def exact_totals(api: PrometheusApi, at: float, starts: dict[str, list[float]]) -> Totals:
+    """Each process's last value of each series, summed: exact, where increase() extrapolates.
+
+    `starts` holds, per target, when its instance was started again. A series' samples are
+    split there, one run per process: a restarted counter that is back above its old value
+    by its first scrape is then still counted from zero (resets() would miss it), and a
+    counter that goes back *within* one process is caught.
+    """
     query = f'http_requests_total{{route=~"{ROUTE_MATCHER}"}}[30m]'
     data = await api.get("/api/v1/query", query=query, time=str(at))
     totals: dict[tuple[str, str, str], float] = defaultdict(float)
+    backwards = []
     for series in data["result"]:
-        values = [float(value) for _, value in series["values"]]
-        count = values[0]
-        for previous, value in itertools.pairwise(values):
-            count += value - previous if value >= previous else value
         labels = series["metric"]
-        totals[(labels["method"], labels["route"], labels["status"])] += count
-    return {key: value for key, value in totals.items() if value}
+        cuts = sorted(starts.get(labels["instance"], []))
+        last: dict[int, float] = {}
+        for stamp, text in series["values"]:
+            run, value = bisect.bisect_right(cuts, float(stamp)), float(text)
+            if value < last.get(run, 0.0):
+                backwards.append(f"{labels} went from {last[run]} to {value} at {stamp}")
+            last[run] = value
+        totals[(labels["method"], labels["route"], labels["status"])] += sum(last.values())
+    return Totals({key: value for key, value in totals.items() if value}, backwards)
 
 
 @contextlib.contextmanager
@@ -665,7 +691,7 @@ def render(figures: dict[str, Any]) -> str:
         f"{prom['rate_rps_mid_load']} req/s (clients {prom['client_rps_mid_load']}), resets "
         f"beyond each instance's own restarts {prom['resets_beyond_own_restarts']}"
     )
-    return "\n".join(lines)
+    return "```text\n" + "\n".join(lines) + "\n```"
 
 
 def main() -> int:
