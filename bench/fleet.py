@@ -310,14 +310,15 @@ class Load:
                 body = await response.json(content_type=None)
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-            self.tally.failures.append(f"{method} {route}: {type(error).__name__}: {error}")
+            failure = f"{method} {path}: {type(error).__name__}: {error}"
+            self.tally.failures.append(f"+{self.tally.now()}s: {failure}")
             return None
         self.tally.latencies.append(time.monotonic() - started)
         self.tally.done_at.append(time.time())
         self.tally.answered[(method, route, str(status))] += 1
         designed = status == 404 and "missing" in path
         if not (200 <= status < 300 or designed):
-            self.tally.failures.append(f"{method} {route}: {status} {body}")
+            self.tally.failures.append(f"+{self.tally.now()}s: {method} {path}: {status} {body}")
         return status, body
 
     async def create_users(self, http: aiohttp.ClientSession, count: int) -> None:
