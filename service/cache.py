@@ -7,7 +7,9 @@ Never stale after a write. Every resource has a *generation token* next to its d
 data lives under `<key>:<token>`. A write replaces the token with a fresh random one,
 before its response is sent, so every reader, in any worker or instance that shares Redis,
 looks under the new token from then on. A slow reader that fetched the token before the
-write can only fill a key nobody reads any more. Tokens are random, so a token key that
+write can only fill a key nobody reads any more, and concurrent misses share a load only
+when they saw the same token: a read that begins after a write never waits for a load that
+began before it. Tokens are random, so a token key that
 expires and comes back can never resurrect an old entry. A Redis hit is one round trip: a
 Lua script reads the token and the data together.
 
@@ -182,7 +184,8 @@ class ResponseCache:
         # A token must outlive every entry stored under it, plus a slow reader's deadline.
         self._token_ttl = 2 * settings.ttl_seconds + 60
         self.stats = stats
-        self._flights: dict[str, asyncio.Future[Cached]] = {}
+        # Keyed by (key, token): a load started under an older token may predate a write.
+        self._flights: dict[tuple[str, str], asyncio.Future[Cached]] = {}
         self._undelivered: set[str] = set()
         self._last_warning = 0.0
 
@@ -201,11 +204,14 @@ class ResponseCache:
             self.stats.count(kind, HIT)
             return found[1]
         self.stats.count(kind, MISS)
-        flight = self._flights.get(key)
+        if found is None:
+            return await load()  # no token seen: a shared load could predate an unseen write
+        token = found[0]
+        flight = self._flights.get((key, token))
         if flight is not None:
             return await asyncio.shield(flight)
         flight = asyncio.get_running_loop().create_future()
-        self._flights[key] = flight
+        self._flights[(key, token)] = flight
         try:
             try:
                 value = await load()
@@ -216,11 +222,11 @@ class ResponseCache:
             flight.set_result(value)
             # Still registered while storing: a reader arriving now shares this value
             # instead of missing the not-yet-stored entry and loading again.
-            if found is not None:  # the token read before loading, so a write wins the race
-                await self._call(kind, self._backend.store(key, found[0], value, self._ttl))
+            # Under the token read before loading, so a write wins the race.
+            await self._call(kind, self._backend.store(key, token, value, self._ttl))
             return value
         finally:
-            self._flights.pop(key, None)
+            self._flights.pop((key, token), None)
 
     async def invalidate(self, entries: Iterable[tuple[str, str]]) -> None:
         """Retire entries so no reader anywhere sees them again (call before responding)."""
