@@ -64,9 +64,11 @@ async def test_head_answers_like_get_without_a_body(client: Client) -> None:
         head = await exchange(port, "HEAD", path)
         assert head.status == get.status, path
         assert head.body == b"", f"HEAD {path} sent a body"
+        if path == "/metrics":  # the scrape body (so its length) changes between two scrapes
+            assert int(head.headers["Content-Length"]) > 0
+            continue
         assert head.headers.get("Content-Length") == str(len(get.body)), path
-        if path != "/metrics":  # the scrape body (so its length) changes between two scrapes
-            assert _comparable(head) == _comparable(get), path
+        assert _comparable(head) == _comparable(get), path
     etag = (await exchange(port, "GET", f"/users/{user['id']}")).headers["ETag"]
     cached = await exchange(port, "HEAD", f"/users/{user['id']}", {"If-None-Match": etag})
     assert cached.status == 304
