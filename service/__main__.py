@@ -16,6 +16,7 @@ from service.db import Mongo
 from service.lifecycle import begin_shutdown, end_in_flight
 from service.logs import configure_logging
 from service.seed import seed
+from service.serving import make_runner
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,12 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then drain and shut down gracefully (exit 0)."""
     app = create_app(settings)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        shutdown_timeout=settings.shutdown.graceful_timeout_seconds + 1,  # see end_in_flight
-        access_log=None,  # the service writes its own structured access log
-    )
+    runner = make_runner(app)
     await runner.setup()
     await web.TCPSite(runner, settings.server.host, settings.server.port).start()
     stop = asyncio.Event()

@@ -10,6 +10,7 @@ from msgspec import Struct
 
 from service.config import SETTINGS
 from service.handlers import health, openapi, orders, users
+from service.limits import expect_continue
 from service.metrics import metrics_handler
 from service.schemas import (
     Health,
@@ -76,4 +77,4 @@ def setup_routes(app: web.Application) -> None:
         resource = resources.get(endpoint.path)
         if resource is None:
             resource = resources[endpoint.path] = app.router.add_resource(endpoint.path)
-        resource.add_route(endpoint.method, endpoint.handler)
+        resource.add_route(endpoint.method, endpoint.handler, expect_handler=expect_continue)
