@@ -18,8 +18,11 @@ aiohttp's `RequestHandler` plus:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
+import socket
+import struct
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import http_exceptions, web
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 # File descriptors a process needs besides client connections: the MongoDB pool, Redis,
 # the metrics port, logs and the interpreter's own. The cap is lowered to fit.
 _RESERVED_FDS = 64
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
 def connection_cap(settings: ServerSettings, pool_size: int) -> int:
@@ -81,7 +85,7 @@ class ConnectionGuard:
                 return False
             self.evicted += 1
             self.release(victim)
-            victim.force_close()
+            victim.evict()
         self._open.add(connection)
         self._idle[connection] = None
         return True
@@ -171,6 +175,19 @@ class Connection(web.RequestHandler):
             self._cancel_head_timer()
         elif self._head_timer is None and data:
             self._start_head_timer()
+
+    def evict(self) -> None:
+        """Close now with a reset, dropping unsent data: after a plain close, the kernel
+        would keep the socket and its unsent response until a slow reader took them."""
+        transport = self.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        self.force_close()
+        if transport is not None:
+            transport.abort()
 
     def mark_busy(self) -> None:
         """The request's body has arrived and its work begins: not to be evicted."""
