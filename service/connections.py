@@ -23,7 +23,9 @@ import logging
 import resource
 import socket
 import struct
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import http_exceptions, web
 from aiohttp.web_request import BaseRequest
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 # the metrics port, logs and the interpreter's own. The cap is lowered to fit.
 _RESERVED_FDS = 64
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+_WARN_EVERY_SECONDS = 10.0
 
 
 def connection_cap(settings: ServerSettings, pool_size: int) -> int:
@@ -66,41 +69,62 @@ def connection_cap(settings: ServerSettings, pool_size: int) -> int:
     return cap
 
 
+class Evictable(Protocol):
+    def evict(self) -> None: ...
+
+
 class ConnectionGuard:
     """The open connections of one process, the idle ones oldest first, and the cap."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.cap = cap
         self.evicted = 0
         self.refused = 0
-        self._open: set[Connection] = set()
-        self._idle: dict[Connection, None] = {}  # insertion order: idle longest first
+        self._open: set[Evictable] = set()
+        self._idle: dict[Evictable, None] = {}  # insertion order: idle longest first
+        self._clock = clock
+        self._warned_at = -_WARN_EVERY_SECONDS
 
-    def admit(self, connection: Connection) -> bool:
+    def admit(self, connection: Evictable) -> bool:
         """Take a new connection; at the cap, close the longest idle one for it."""
         if len(self._open) >= self.cap:
             victim = next(iter(self._idle), None)
             if victim is None:  # every connection is running a request: refuse this one
                 self.refused += 1
+                self._warn()
                 return False
             self.evicted += 1
+            self._warn()
             self.release(victim)
             victim.evict()
         self._open.add(connection)
         self._idle[connection] = None
         return True
 
-    def idle(self, connection: Connection) -> None:
+    def idle(self, connection: Evictable) -> None:
         if connection in self._open:
             self._idle.pop(connection, None)
             self._idle[connection] = None
 
-    def busy(self, connection: Connection) -> None:
+    def busy(self, connection: Evictable) -> None:
         self._idle.pop(connection, None)
 
-    def release(self, connection: Connection) -> None:
+    def release(self, connection: Evictable) -> None:
         self._open.discard(connection)
         self._idle.pop(connection, None)
+
+    def _warn(self) -> None:
+        """One line per interval, not per connection: a flood must not flood the log too."""
+        now = self._clock()
+        if now - self._warned_at >= _WARN_EVERY_SECONDS:
+            self._warned_at = now
+            log.warning(
+                "connection cap %d reached: %d idle connections closed, %d new ones refused "
+                "so far",
+                self.cap,
+                self.evicted,
+                self.refused,
+            )
 
     @property
     def open(self) -> int:

@@ -8,6 +8,7 @@ refuses; slow bodies that take no in-flight slot; the per-process connection cap
 from __future__ import annotations
 
 import json
+import resource
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, load_settings
+from service.config import ConfigError, Settings, load_settings
+from service.connections import ConnectionGuard, connection_cap
 from tests.rawhttp import Reader, Service, closed_within, connect, exchange, running_service
 from tests.servers import MongoServer
 
@@ -251,3 +253,38 @@ def test_at_the_connection_cap_idle_connections_make_room_and_probes_answer(
 def test_connection_cap_is_checked_against_max_in_flight(test_env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="max_connections"):
         load_settings({**test_env, "MAX_CONNECTIONS": "32", "MAX_IN_FLIGHT": "64"})
+
+
+class _Connection:
+    def __init__(self) -> None:
+        self.evicted = False
+
+    def evict(self) -> None:
+        self.evicted = True
+
+
+def test_the_guard_closes_the_longest_idle_connection_and_never_a_busy_one() -> None:
+    guard = ConnectionGuard(3, clock=lambda: 0.0)
+    a, b, c, d, e = (_Connection() for _ in range(5))
+    for connection in (a, b, c):
+        assert guard.admit(connection)
+    guard.busy(a)  # running a request
+    guard.idle(b)  # answered again: now the most recently idle
+    assert guard.admit(d)
+    assert (a.evicted, b.evicted, c.evicted) == (False, False, True)
+    guard.busy(b)
+    guard.busy(d)
+    assert not guard.admit(e)  # every connection is running a request: refused
+    assert (guard.open, guard.evicted, guard.refused) == (3, 1, 1)
+    guard.release(a)
+    assert guard.admit(e)
+
+
+def test_the_cap_is_lowered_to_fit_the_file_limit(settings: Settings) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        cap = connection_cap(settings.server, pool_size=100)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert settings.server.max_in_flight < cap <= 256 - 100
