@@ -227,15 +227,16 @@ def test_bodies_that_trickle_in_take_no_in_flight_slot(
         assert statuses == [200] * 10
 
 
+@pytest.mark.parametrize("kind", ["python -m service", "gunicorn"])
 def test_at_the_connection_cap_idle_connections_make_room_and_probes_answer(
-    test_env: dict[str, str], tmp_path: Path
+    kind: str, test_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = _env(
         test_env, MAX_CONNECTIONS="20", MAX_IN_FLIGHT="8", HEADER_TIMEOUT_SECONDS="60",
         KEEPALIVE_TIMEOUT_SECONDS="60",
     )  # fmt: skip
     with (
-        running_service("python -m service", env, tmp_path / "s.log") as service,
+        running_service(kind, env, tmp_path / "s.log") as service,
         ExitStack() as stack,
     ):
         slow = []
