@@ -94,7 +94,11 @@ async def receive_body(request: web.Request, seconds: float) -> None:
             raise RequestTimeout(
                 f"The request body did not arrive within {seconds:g} seconds."
             ) from None
-        except ConnectionError:  # the client left, or the connection was evicted at the cap
+        except (ConnectionError, RuntimeError):
+            # The client left, or the connection was closed at the cap: aiohttp raises
+            # RuntimeError for a read on a connection already gone.
+            if request.transport is not None:
+                raise
             raise RequestTimeout("The connection closed before the body arrived.") from None
         except web.RequestPayloadError:
             # A body that is not what its Content-Encoding or framing says: a client error.

@@ -289,3 +289,25 @@ def test_the_cap_is_lowered_to_fit_the_file_limit(settings: Settings) -> None:
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert settings.server.max_in_flight < cap <= 256 - 100
+
+
+def test_connections_closed_at_the_cap_mid_body_leave_no_traceback(
+    test_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Closed while the body is awaited, or before its read began: a 408, quietly."""
+    env = _env(test_env, MAX_CONNECTIONS="20", MAX_IN_FLIGHT="8", BODY_TIMEOUT_SECONDS="60")
+    with running_service("python -m service", env, tmp_path / "s.log") as service:
+        with ExitStack() as stack:
+            for _ in range(3):
+                for _ in range(40):
+                    sock = stack.enter_context(connect(service.port))
+                    sock.sendall(
+                        b"POST /users HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                        b'Content-Length: 60\r\n\r\n{"na'
+                    )
+                time.sleep(0.3)
+            assert exchange(service.port, GET_LIVE).status == 200
+        assert _eventually(lambda: service.count(408, route="/users") >= 60)
+        log = service.log()
+        assert "Traceback" not in log, log[-3000:]
+        assert "ERROR" not in log, log[-3000:]
