@@ -119,8 +119,7 @@ class ConnectionGuard:
         if now - self._warned_at >= _WARN_EVERY_SECONDS:
             self._warned_at = now
             log.warning(
-                "connection cap %d reached: %d idle connections closed, %d new ones refused "
-                "so far",
+                "connection cap %d reached: %d idle connections closed, %d new ones refused so far",
                 self.cap,
                 self.evicted,
                 self.refused,
