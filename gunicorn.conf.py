@@ -47,9 +47,8 @@ graceful_timeout = (
 )
 # A worker silent for this long (event loop blocked) is killed and replaced.
 timeout = 30
-# Longer than the idle timeout of common load balancers (60 s), so the balancer, not us,
-# closes idle connections: otherwise it may send a request on a connection we just closed.
-keepalive = 75
+# Idle keep-alive, header and body timeouts and the connection cap come from the service's
+# settings (server.*), applied by service/worker.py's runner exactly as under python -m service.
 
 # Access logs are written by the service itself (one line per request, with request ids).
 accesslog = None

@@ -20,6 +20,7 @@ from service.logs import configure_logging
 from service.openapi import build_document
 from service.routes import ENDPOINTS
 from service.seed import BATCH_DOCUMENTS, Progress, bulk_settings, seed
+from service.serving import make_runner
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,12 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then drain and shut down gracefully (exit 0)."""
     app = create_app(settings)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        shutdown_timeout=settings.shutdown.graceful_timeout_seconds + 1,  # see end_in_flight
-        access_log=None,  # the service writes its own structured access log
-    )
+    runner = make_runner(app)
     await runner.setup()
     await web.TCPSite(runner, settings.server.host, settings.server.port).start()
     stop = asyncio.Event()

@@ -22,7 +22,7 @@ from service.cursors import create_cursors
 from service.db import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
 from service.handlers.openapi import OPENAPI_DOCUMENT
 from service.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects
-from service.limits import IN_FLIGHT, InFlight, parser_limits
+from service.limits import IN_FLIGHT, MAX_BODY_BYTES, InFlight, parser_limits
 from service.logs import (
     ACCESS_LOG,
     CLIENT_ADDRESS,
@@ -44,8 +44,6 @@ from service.pipeline import PIPELINE, Pipeline, pipeline_middleware
 from service.repository import REPOSITORY, Repository
 from service.retry import DEADLINES, RETRY_POLICY, Deadlines, RetryPolicy, deadlines_ctx
 from service.routes import ENDPOINTS, setup_routes
-
-MAX_BODY_BYTES = 64 * 1024
 
 
 def settings_or_exit() -> Settings:

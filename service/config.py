@@ -57,6 +57,11 @@ class ServerSettings:
     max_in_flight: int = _key("MAX_IN_FLIGHT", low=1, high=100_000)
     max_request_line_bytes: int = _key(low=256, high=65_536)
     max_header_bytes: int = _key(low=1024, high=65_536)
+    # Connection bounds (service/connections.py): the same under python -m service and gunicorn.
+    max_connections: int = _key("MAX_CONNECTIONS", low=16, high=1_000_000)
+    keepalive_timeout_seconds: float = _key("KEEPALIVE_TIMEOUT_SECONDS", low=0.1, high=3600)
+    header_timeout_seconds: float = _key("HEADER_TIMEOUT_SECONDS", low=0.1, high=300)
+    body_timeout_seconds: float = _key("BODY_TIMEOUT_SECONDS", low=0.1, high=300)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +245,11 @@ def load_settings(
     }
     settings = Settings(environment=environment, **sections)
     _check_timeouts(settings)
+    if settings.server.max_connections <= settings.server.max_in_flight:
+        raise ConfigError(
+            "server.max_connections (MAX_CONNECTIONS): expected more than server.max_in_flight "
+            f"({settings.server.max_in_flight}), got {settings.server.max_connections}"
+        )
     _check_tokens(settings.auth)
     _check_cursor_secrets(settings.paging)
     if settings.cache.backend == "redis":

@@ -71,6 +71,22 @@ class Conflict(ServiceError):
     slug = "/problems/conflict"
 
 
+class RequestTimeout(ServiceError):
+    """The body did not arrive in time; the connection is closed, not reused."""
+
+    status = 408
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Connection": "close"})
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Connection": "close"})
+
+
 class PreconditionFailed(ServiceError):
     status = 412
 
@@ -122,9 +138,12 @@ def problem_response(
     if errors_omitted:
         body["errors_omitted"] = errors_omitted
     merged = {"Cache-Control": "no-store", **(headers or {})}
-    return raw_json_response(
+    response = raw_json_response(
         orjson.dumps(body), status=status, headers=merged, content_type=PROBLEM_JSON
     )
+    if merged.get("Connection") == "close":
+        response.force_close()  # aiohttp closes what the header announces, not just says so
+    return response
 
 
 _HTTP_DETAILS = {

@@ -1,11 +1,12 @@
 """The one middleware every request passes through, in the order the concerns need.
 
 request id → metrics and access log → error rendering → compression and CORS headers →
-head limits → CORS preflight → in-flight bound → authentication → deadline → handler.
-Each concern lives in its own module (logs, metrics, errors, compression, cors, limits,
-auth, retry); this module only sequences them. It is one middleware, not
-seven, because every aiohttp middleware layer is another coroutine frame and partial per
-request: on a cache hit, seven layers cost more than the cache lookup (see `make bench`).
+head limits → CORS preflight → authentication → the body, read under its timeout →
+in-flight bound → deadline → handler. Each concern lives in its own module (logs, metrics,
+errors, compression, cors, limits, auth, retry); this module only sequences them. It is one
+middleware, not seven, because every aiohttp middleware layer is another coroutine frame and
+partial per request: on a cache hit, seven layers cost more than the cache lookup (see
+`make bench`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from aiohttp.typedefs import Handler
 from service.auth import TokenVerifier, authorize
 from service.compression import Compression
 from service.config import ServerSettings
+from service.connections import mark_busy
 from service.cors import Cors
 from service.errors import render_error
-from service.limits import InFlight, at_capacity, check_head
+from service.limits import InFlight, at_capacity, check_head, receive_body
 from service.logs import (
     REQUEST_ID_HEADER,
     AccessLog,
@@ -117,14 +119,17 @@ async def _guarded(
         if preflight is not None:
             return preflight
     if request.path.startswith(_UNBOUNDED):
+        mark_busy(request)
         authorize(request, pipeline.tokens)
         return await handler(request)
+    authorize(request, pipeline.tokens)
+    # A slot is for work, not for waiting on a client: the body arrives first.
+    await receive_body(request, pipeline.server.body_timeout_seconds)
     in_flight = pipeline.in_flight
     if in_flight.current >= in_flight.limit:
         raise at_capacity()
     in_flight.current += 1
     try:
-        authorize(request, pipeline.tokens)
         return await pipeline.deadlines.run(request, handler)
     finally:
         in_flight.current -= 1

@@ -11,6 +11,7 @@ from msgspec import Struct
 
 from service.config import SETTINGS, Settings
 from service.handlers import docs, health, openapi, orders, users
+from service.limits import expect_continue
 from service.metrics import metrics_handler
 from service.schemas import (
     Health,
@@ -134,6 +135,6 @@ def setup_routes(app: web.Application) -> None:
         resource = resources.get(endpoint.path)
         if resource is None:
             resource = resources[endpoint.path] = app.router.add_resource(endpoint.path)
-        resource.add_route(endpoint.method, endpoint.handler)
+        resource.add_route(endpoint.method, endpoint.handler, expect_handler=expect_continue)
         if endpoint.method == "GET":
-            resource.add_route("HEAD", endpoint.handler)
+            resource.add_route("HEAD", endpoint.handler, expect_handler=expect_continue)
