@@ -170,7 +170,7 @@ class Problem(Struct, omit_defaults=True):
     detail: Annotated[str, Meta(examples=["The request body is invalid."])]
     errors: list[ProblemField] = []
     errors_omitted: Annotated[
-        int, Meta(ge=0, description="problems beyond those listed in `errors`")
+        int, Meta(ge=0, description="problems beyond those listed in `errors`", examples=[0])
     ] = 0
 
 

@@ -49,7 +49,8 @@ def test_saturation_divides_by_the_pods_bound() -> None:
     """The 128 in the saturation rule is max_in_flight per process x workers per pod."""
     config = yaml.safe_load((KUBERNETES / "configmap.yaml").read_text())["data"]
     pod = {"SERVICE_ENV": "production", "MONGO_URL": "mongodb://db", "REDIS_URL": "redis://r",
-           "API_TOKENS": "a-token-for-loading-settings"}  # fmt: skip
+           "API_TOKENS": "a-token-for-loading-settings",
+           "CURSOR_SECRET": "a-cursor-secret-for-loading-settings"}  # fmt: skip
     settings = load_settings(pod)
     bound = settings.server.max_in_flight * int(config["WEB_CONCURRENCY"])
     (saturation,) = [e for e in _expressions() if "http_requests_in_progress" in e]
