@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed-stamp
 DEV_MONGO_PORT ?= 27018
 DEV_PORT ?= 8080
 
-.PHONY: help venv system-deps lint format test run seed bench clean
+.PHONY: help venv system-deps lint format test run seed bench soak overload chaos clean
 
 help:
 	@echo "make run    - SecantusDB under var/, demo data, service on http://127.0.0.1:$(DEV_PORT) (reloads)"
 	@echo "make test   - lint (ruff, mypy, hadolint) then the test suite against real servers"
 	@echo "make lint   - static checks only"
 	@echo "make bench  - benchmark against a bare aiohttp baseline"
+	@echo "make chaos  - minutes of retried writes while SecantusDB and Redis fail (README: Faults survived)"
 
 # The venv is (re)built when the package metadata changes.
 $(STAMP): setup.cfg pyproject.toml
@@ -58,6 +59,11 @@ run: venv
 bench soak overload: venv
 	@command -v wrk >/dev/null || { echo "$@: wrk is missing: sudo apt-get install wrk"; exit 2; }
 	$(BIN)/python -m $(if $(filter bench,$@),bench,bench.$@) $(ARGS)
+
+# Not part of `make test` (tests/test_faults.py runs one short cycle): 2 minutes by default,
+# `make chaos ARGS="--minutes 5 --clients 8"`; `ARGS=--update-readme` rewrites its table.
+chaos: venv
+	$(BIN)/python -m bench.chaos $(ARGS)
 
 clean:
 	rm -rf var build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
