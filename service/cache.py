@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "v1"  # bump when a cached response shape changes: old entries are never read
 WARN_EVERY_SECONDS = 10.0
+# A write's invalidation is tried this often before its response: after a Redis restart the
+# first command on a pooled connection fails ("closed by server") while Redis is back, and
+# other instances would go on serving the entry the write retired.
+DELIVERY_TRIES = 3
 HIT, MISS, ERROR, INVALIDATION = "hit", "miss", "error", "invalidation"
 # Unreachable, slow, refusing or answering nonsense: all mean "no cache right now".
 BACKEND_ERRORS = (RedisError, OSError, TimeoutError, ValueError, IndexError, UnicodeDecodeError)
@@ -188,7 +192,9 @@ class ResponseCache:
         # A token must outlive every entry stored under it, plus a slow reader's deadline.
         self._token_ttl = 2 * settings.ttl_seconds + 60
         self.stats = stats
-        self._flights: dict[str, asyncio.Future[Cached]] = {}
+        # Keyed by the token the load began under: a reader that sees a newer token (a write
+        # happened since) must not be handed a load that may predate that write.
+        self._flights: dict[tuple[str, str | None], asyncio.Future[Cached]] = {}
         self._undelivered: set[str] = set()
         self._last_warning = 0.0
 
@@ -207,11 +213,12 @@ class ResponseCache:
             self.stats.count(kind, HIT)
             return found[1]
         self.stats.count(kind, MISS)
-        flight = self._flights.get(key)
+        flight_key = (key, None if found is None else found[0])
+        flight = self._flights.get(flight_key)
         if flight is not None:
             return await asyncio.shield(flight)
         flight = asyncio.get_running_loop().create_future()
-        self._flights[key] = flight
+        self._flights[flight_key] = flight
         try:
             try:
                 value = await load()
@@ -226,7 +233,7 @@ class ResponseCache:
                 await self._call(kind, self._backend.store(key, found[0], value, self._ttl))
             return value
         finally:
-            self._flights.pop(key, None)
+            self._flights.pop(flight_key, None)
 
     async def invalidate(self, entries: Iterable[tuple[str, str]]) -> None:
         """Retire entries so no reader anywhere sees them again (call before responding)."""
@@ -234,7 +241,9 @@ class ResponseCache:
         if not keys:
             return
         self._undelivered.update(keys)
-        await self._deliver()
+        for _ in range(DELIVERY_TRIES):
+            if await self._deliver():
+                break
         for kind in keys.values():
             self.stats.count(kind, INVALIDATION)
 
