@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -81,6 +83,7 @@ class Report:
     recoveries: list[float] = field(default_factory=list)
     unrecovered: int = 0
     problems: list[str] = field(default_factory=list)
+    server_log: Counter[str] = field(default_factory=Counter)  # warnings and errors, by kind
 
     def problem(self, text: str) -> None:
         if len(self.problems) < 30:
@@ -472,6 +475,20 @@ async def _check_final_reads(run: Run, clients: list[Client]) -> None:
                     run.report.problem(f"instance {index}, user {user}: {response.status}")
 
 
+def _summarise_logs(directory: Path, report: Report) -> None:
+    """The instances' warnings and errors, counted by kind (ids and figures left out)."""
+    for log in sorted(directory.glob("instance-*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = {"level": "TEXT", "logger": "", "message": line}
+            if not isinstance(entry, dict) or entry.get("level") in ("INFO", "DEBUG"):
+                continue
+            message = re.sub(r"\d+(\.\d+)?", "N", str(entry.get("message", "")))[:100]
+            report.server_log[f"{entry.get('level')} {entry.get('logger')}: {message}"] += 1
+
+
 def _print_logs(directory: Path) -> None:
     for log in sorted(directory.rglob("*.log")):
         print(f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-3000:]}")
@@ -511,6 +528,7 @@ async def run(
                         else:
                             report.recoveries.append(window.recovered_after)
                     report.seconds = state.now() - state.started
+            _summarise_logs(directory, report)
         except BaseException:
             _print_logs(directory)
             raise
@@ -520,7 +538,7 @@ async def run(
     return report
 
 
-def render(report: Report) -> str:
+def render(report: Report, details: bool = False) -> str:
     recoveries = report.recoveries or [0.0]
     faults = ", ".join(f"{kind} x{n}" for kind, n in sorted(report.faults.items()))
     statuses = ", ".join(f"{code}: {n:,}" for code, n in sorted(report.statuses.items()))
@@ -543,6 +561,9 @@ def render(report: Report) -> str:
         "",
         f"Verdict: {verdict}.",
     ]
+    if details:
+        rows += ["", "Server warnings and errors:"]
+        rows += [f"  {n:5d}  {kind}" for kind, n in report.server_log.most_common(12)]
     return "\n".join(rows)
 
 

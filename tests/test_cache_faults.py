@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -60,7 +61,7 @@ async def test_the_first_write_after_a_redis_restart_is_seen_by_the_other_instan
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 async def test_a_read_after_a_write_never_joins_a_load_that_began_before_it(
-    settings: Settings, redis_server: RedisServer, backend: str
+    settings: Settings, redis_server: RedisServer, backend: Literal["memory", "redis"]
 ) -> None:
     """Concurrent misses share one load, but only under the same generation token."""
     cache_settings = dataclasses.replace(

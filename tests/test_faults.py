@@ -11,6 +11,6 @@ from bench.chaos import render, run
 @pytest.mark.slow
 async def test_no_acknowledged_write_is_lost_doubled_stale_or_stuck() -> None:
     report = await run(seconds=10, clients=4, calm=2.0)
-    print(render(report))
+    print(render(report, details=True))
     assert report.faults == {"mongo-stop": 1, "mongo-stall": 1, "redis-stop": 1, "both-stop": 1}
     assert report.failures() == []
