@@ -52,7 +52,7 @@ ENDPOINTS = (
     Endpoint("DELETE", "/users/{user_id}", users.delete_user, "Delete a user and their orders",
              204, headers=("If-Match",), errors=(404, 412)),
     Endpoint("POST", "/users/{user_id}/orders", orders.create_order, "Place an order", 201,
-             Order, OrderCreate, headers=("Idempotency-Key",), errors=(404, 409, 422)),
+             Order, OrderCreate, headers=("Idempotency-Key",), errors=(404, 422)),
     Endpoint("GET", "/users/{user_id}/orders", orders.list_orders,
              "Page through a user's orders, newest first", 200, OrderPage,
              query=("limit", "after"), errors=(404,)),
