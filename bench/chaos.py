@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ class Report:
     unrecovered: int = 0
     problems: list[str] = field(default_factory=list)
     server_log: Counter[str] = field(default_factory=Counter)  # warnings and errors, by kind
+    server_errors: list[str] = field(default_factory=list)  # tracebacks of unhandled errors
 
     def problem(self, text: str) -> None:
         if len(self.problems) < 30:
@@ -163,7 +164,7 @@ class Client:
         self.random = random.Random(seed * 1000 + number)
         self.keys = 0
         self.user: str | None = None
-        self.name = ""
+        self.name: str | None = ""  # None: the last rename's outcome is unknown
         self.orders: dict[str, set[str]] = {}  # user -> acknowledged order ids
         self.sent_keys: dict[str, set[str]] = {}  # user -> every order key sent
 
@@ -267,6 +268,8 @@ class Client:
         if answer is not None and answer.status == 200:
             self.run.report.acknowledged += 1
             self.name = name
+        else:  # counted already; whether it was applied is unknown until the next rename
+            self.name = None
 
     async def create_and_delete(self) -> None:
         key = self.key()
@@ -296,7 +299,7 @@ class Client:
             return
         shown = {order["id"] for order in read.body["orders"]}
         missing = self.orders[self.user] - shown
-        if read.body["user"]["name"] != self.name or missing:
+        if self.name not in (None, read.body["user"]["name"]) or missing:
             self.run.report.stale_reads += 1
             self.run.report.problem(
                 f"GET {self.user} at {read.sent - self.run.started:.1f} s ({self.run.during()}): "
@@ -319,9 +322,7 @@ class Client:
             await self.check_read()
 
 
-def _instance_env(
-    run_dir: Path, mongo: MongoServer, redis: RedisServer, port: int
-) -> dict[str, str]:
+def _instance_env(mongo: MongoServer, redis: RedisServer, port: int) -> dict[str, str]:
     """Production configuration on the local servers, as an operator would run it."""
     return {
         **os.environ,
@@ -351,7 +352,7 @@ def _instances(run_dir: Path, mongo: MongoServer, redis: RedisServer) -> Iterato
                     subprocess.Popen(
                         [sys.executable, "-m", "service"],
                         cwd=ROOT,
-                        env=_instance_env(run_dir, mongo, redis, port),
+                        env=_instance_env(mongo, redis, port),
                         stdout=log,
                         stderr=subprocess.STDOUT,
                     )
@@ -486,6 +487,10 @@ def _summarise_logs(directory: Path, report: Report) -> None:
             if not isinstance(entry, dict) or entry.get("level") in ("INFO", "DEBUG"):
                 continue
             message = re.sub(r"\d+(\.\d+)?", "N", str(entry.get("message", "")))[:100]
+            if entry.get("exception"):  # what an unhandled error was
+                message += " | " + str(entry["exception"]).strip().splitlines()[-1][:200]
+                if len(report.server_errors) < 5:
+                    report.server_errors.append(str(entry["exception"]))
             report.server_log[f"{entry.get('level')} {entry.get('logger')}: {message}"] += 1
 
 
@@ -545,19 +550,22 @@ def render(report: Report, details: bool = False) -> str:
     verdict = "PASS" if not report.failures() else "FAIL: " + "; ".join(report.failures()[:8])
     rows = [
         f"Machine: {machine()}. {report.clients} clients, two service instances sharing Redis, "
-        f"{report.seconds:.0f} s; faults: {faults}.",
+        f"{report.seconds:.0f} s.",
         "",
-        "| Requests | Acknowledged writes | Lost | Keys sent | Orders stored | Duplicates "
-        "| Stale reads | Bad statuses | Late 503s | Keys stuck in 409 | Keys unanswered "
-        "| Recovery median / max s |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| {report.requests:,} | {report.acknowledged:,} | {report.lost} | {report.keys:,} "
-        f"| {report.stored_orders:,} | {report.duplicates} | {report.stale_reads} "
-        f"| {report.bad_statuses} | {report.late_503s} | {report.stuck_keys} "
-        f"| {report.unanswered_keys} | {statistics.median(recoveries):.2f} / "
-        f"{max(recoveries):.2f} |",
-        "",
-        f"Answers: {statuses}.",
+        "| Check | Result |",
+        "| --- | --- |",
+        f"| faults | {faults} |",
+        f"| requests | {report.requests:,} ({statuses}) |",
+        f"| acknowledged writes (201, 200, 204) | {report.acknowledged:,} |",
+        f"| lost: acknowledged but not stored, or not shown by both instances | {report.lost} |",
+        f"| order keys sent / orders stored / duplicates | {report.keys:,} / "
+        f"{report.stored_orders:,} / {report.duplicates} |",
+        f"| stale reads after an acknowledged write | {report.stale_reads} |",
+        f"| 409s, 5xx other than 503, 503s without Retry-After, timeouts | {report.bad_statuses} |",
+        f"| 503s after every server was back | {report.late_503s} |",
+        f"| keys stuck in 409 / never answered | {report.stuck_keys} / {report.unanswered_keys} |",
+        f"| recovery, database back to first 2xx write: median / max | "
+        f"{statistics.median(recoveries):.2f} s / {max(recoveries):.2f} s |",
         "",
         f"Verdict: {verdict}.",
     ]
@@ -575,7 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args(argv)
     report = asyncio.run(run(args.minutes * 60, args.clients, args.seed))
-    data = {**asdict(report), "failures": report.failures()}
+    data = {f.name: getattr(report, f.name) for f in fields(report)}  # asdict breaks Counters
+    data["failures"] = report.failures()
     publish("chaos", data, render(report), readme=args.update_readme)
     return 0 if not report.failures() else 1
 
