@@ -249,6 +249,8 @@ class ResponseCache:
 
     async def _deliver(self) -> bool:
         pending = sorted(self._undelivered)
+        if not pending:  # a concurrent request delivered it meanwhile
+            return True
         kind = pending[0].rsplit(":", 2)[-2]  # errors are counted against the first entry's cache
         ok = await self._call(kind, self._backend.bump(pending, self._token_ttl))
         if ok is not None:

@@ -91,3 +91,18 @@ async def test_a_read_after_a_write_never_joins_a_load_that_began_before_it(
         assert (await after).body == b"new body"
     finally:
         await cache.close()
+
+
+async def test_a_repeated_invalidation_that_another_request_delivered_is_done(
+    settings: Settings,
+) -> None:
+    """A write's repeat of a failed delivery can find that a concurrent request already
+    delivered everything owed: nothing is left to send, and that is success, not a 500."""
+    cache_settings = dataclasses.replace(settings.cache, backend="memory")
+    backend = create_backend(cache_settings)
+    assert backend is not None
+    cache = ResponseCache(cache_settings, backend, CacheStats())
+    try:
+        assert await cache._deliver()  # what the repeat finds: nothing owed
+    finally:
+        await cache.close()
