@@ -18,6 +18,7 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import (
     AutoReconnect,
+    BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     ExecutionTimeout,
@@ -39,6 +40,7 @@ __all__ = [
     "MONGO",
     "MONGO_LISTENERS",
     "AutoReconnect",
+    "BulkWriteError",
     "Collection",
     "CommandListener",
     "ConnectionFailure",
