@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEV_MONGO_PORT ?= 27018
 DEV_PORT ?= 8080
 
-.PHONY: help venv lock system-deps lint format test image-test run seed bench fleet clean
+.PHONY: help venv lock system-deps lint format test image-test run seed bench soak overload chaos fleet clean
 
 help:
 	@echo "make run    - SecantusDB under var/, demo data, service on http://127.0.0.1:$(DEV_PORT) (reloads)"
@@ -17,6 +17,7 @@ help:
 	@echo "make image-test - build the Dockerfile with buildah, run it with podman as the pod does"
 	@echo "make lock   - re-pin requirements*.lock (exact versions, hashes) from setup.cfg's ranges"
 	@echo "make fleet  - three instances behind HAProxy, rolled twice under load (minutes)"
+	@echo "make chaos  - minutes of retried writes while SecantusDB and Redis fail (README: Faults survived)"
 
 # The venv holds exactly the locked versions (hashes checked), then the service itself;
 # setup.cfg keeps the ranges, and a range the lock does not satisfy stops here.
@@ -79,6 +80,11 @@ run: venv
 bench soak overload: venv
 	@command -v wrk >/dev/null || { echo "$@: wrk is missing: sudo apt-get install wrk"; exit 2; }
 	$(BIN)/python -m $(if $(filter bench,$@),bench,bench.$@) $(ARGS)
+
+# Not part of `make test` (tests/test_faults.py runs one short cycle): 2 minutes by default,
+# `make chaos ARGS="--minutes 5 --clients 8"`; `ARGS=--update-readme` rewrites its table.
+chaos: venv
+	$(BIN)/python -m bench.chaos $(ARGS)
 
 # Not part of `make test` (tests/test_fleet.py runs one roll): three gunicorn instances behind
 # HAProxy with Prometheus, two rolling restarts under load (`ARGS="--rounds 3"`); a few minutes.

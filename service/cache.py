@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "v1"  # bump when a cached response shape changes: old entries are never read
 WARN_EVERY_SECONDS = 10.0
+# A write's invalidation is tried this often before its response: after a Redis restart the
+# first command on a pooled connection fails ("closed by server") while Redis is back, and
+# other instances would go on serving the entry the write retired.
+DELIVERY_TRIES = 3
 HIT, MISS, ERROR, INVALIDATION = "hit", "miss", "error", "invalidation"
 # Unreachable, slow, refusing or answering nonsense: all mean "no cache right now".
 BACKEND_ERRORS = (RedisError, OSError, TimeoutError, ValueError, IndexError, UnicodeDecodeError)
@@ -234,12 +238,16 @@ class ResponseCache:
         if not keys:
             return
         self._undelivered.update(keys)
-        await self._deliver()
+        for _ in range(DELIVERY_TRIES):
+            if await self._deliver():
+                break
         for kind in keys.values():
             self.stats.count(kind, INVALIDATION)
 
     async def _deliver(self) -> bool:
         pending = sorted(self._undelivered)
+        if not pending:  # a concurrent request delivered it meanwhile
+            return True
         kind = pending[0].rsplit(":", 2)[-2]  # errors are counted against the first entry's cache
         ok = await self._call(kind, self._backend.bump(pending, self._token_ttl))
         if ok is not None:

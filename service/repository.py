@@ -20,9 +20,9 @@ from aiohttp import web
 
 from service.cache import Cached, ResponseCache
 from service.cursors import Cursors, OrderPosition, UserPosition
-from service.db import Document, DuplicateKeyError, Mongo
+from service.db import IDEMPOTENCY_DIGEST, IDEMPOTENCY_KEY, Document, DuplicateKeyError, Mongo
 from service.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
-from service.idempotency import IdempotencyStore
+from service.idempotency import IdempotencyKey, insert_once
 from service.ids import new_id
 from service.retry import RetryPolicy, call_with_retries, retried
 from service.schemas import OrderCreate, UserCreate, UserPatch
@@ -31,8 +31,9 @@ ORDER_HISTORY_LIMIT = 100
 REPRESENTATION = "1"  # bump when a response shape changes: old ETags then stop matching
 ANY_TAG = "*"  # in a list of entity tags: any current representation
 Plain = dict[str, Any]
-# `version` drives ETags; `last_write` makes a retried update recognisable (see _apply_once).
-_HIDDEN_FIELDS = frozenset({"_id", "version", "last_write"})
+# `version` drives ETags; `last_write` makes a retried update recognisable (see _apply_once);
+# the idempotency fields hold the key of the POST that created the document.
+_HIDDEN_FIELDS = frozenset({"_id", "version", "last_write", IDEMPOTENCY_KEY, IDEMPOTENCY_DIGEST})
 
 
 def format_time(value: datetime) -> str:
@@ -110,15 +111,17 @@ class UsersRepository:
     async def exists(self, user_id: str) -> bool:
         return await self._mongo.users.find_one({"_id": user_id}, {"_id": 1}) is not None
 
+    @retried("users.find_by_key")
+    async def find_by_key(self, key: IdempotencyKey) -> Document | None:
+        return await self._mongo.users.find_one(key.query())
+
     @retried("users.insert")
-    async def insert(self, document: Document) -> None:
-        """Insert; a duplicate of our own fresh `_id` means an earlier attempt already landed."""
-        try:
-            await self._mongo.users.insert_one(document)
-        except DuplicateKeyError:
-            if await self._mongo.users.find_one({"_id": document["_id"]}, {"_id": 1}):
-                return
-            raise Conflict("A user with this email already exists.") from None
+    async def insert(self, document: Document) -> Document:
+        """Insert; the stored user: ours, or the one an earlier attempt with our key made."""
+        stored = await insert_once(self._mongo.users, document, {})
+        if stored is None:
+            raise Conflict("A user with this email already exists.")
+        return stored
 
     @retried("users.page")
     async def page(self, limit: int, after_id: str | None) -> list[Document]:
@@ -232,14 +235,15 @@ class OrdersRepository:
     async def find(self, order_id: str) -> Document | None:
         return await self._mongo.orders.find_one({"_id": order_id})
 
+    @retried("orders.find_by_key")
+    async def find_by_key(self, user_id: str, key: IdempotencyKey) -> Document | None:
+        return await self._mongo.orders.find_one({"user_id": user_id, **key.query()})
+
     @retried("orders.insert")
-    async def insert(self, document: Document) -> None:
-        """Insert; a duplicate of our own fresh `_id` means an earlier attempt already landed."""
-        try:
-            await self._mongo.orders.insert_one(document)
-        except DuplicateKeyError:
-            if not await self._mongo.orders.find_one({"_id": document["_id"]}, {"_id": 1}):
-                raise
+    async def insert(self, document: Document) -> Document | None:
+        """Insert; the stored order: ours, or the one an earlier attempt with our key made
+        (None if that one was deleted, with its user, in between)."""
+        return await insert_once(self._mongo.orders, document, {"user_id": document["user_id"]})
 
     @retried("orders.delete")
     async def delete(self, order_id: str) -> None:
@@ -281,7 +285,6 @@ class Repository:
     ) -> None:
         self.users = UsersRepository(mongo, policy)
         self.orders = OrdersRepository(mongo, policy)
-        self.idempotency = IdempotencyStore(mongo, policy)
         self._cache = cache
         self._cursors = cursors
 
@@ -319,23 +322,27 @@ class Repository:
         return Versioned(aggregate, user_etag(int(user.get("version", 0))))
 
     async def create_user(self, data: UserCreate, idempotency_key: str | None) -> Plain:
-        async def create() -> Plain:
-            moment = now()
-            document = {
-                "_id": new_id(),
-                "name": data.name.strip(),
-                "email": data.email.lower(),
-                "created_at": moment,
-                "updated_at": moment,
-                "version": 0,
-            }
-            await self.users.insert(document)
-            return to_plain(document)
-
-        if idempotency_key is None:
-            return await create()
-        fingerprint = msgspec.json.encode(["POST /users", data], order="sorted")
-        return await self.idempotency.run(f"users:{idempotency_key}", fingerprint, create)
+        """A new user; with a key, the user that key created if any attempt of it landed."""
+        key = (
+            None
+            if idempotency_key is None
+            else IdempotencyKey.of(idempotency_key, "POST /users", data)
+        )
+        if key is not None and (found := await self.users.find_by_key(key)) is not None:
+            return to_plain(key.check(found))
+        moment = now()
+        document = {
+            "_id": new_id(),
+            "name": data.name.strip(),
+            "email": data.email.lower(),
+            "created_at": moment,
+            "updated_at": moment,
+            "version": 0,
+        }
+        if key is not None:
+            document.update(key.stamp())
+        stored = await self.users.insert(document)
+        return to_plain(stored if key is None else key.check(stored))
 
     async def list_users(self, limit: int, after: str | None) -> Page:
         after_id = None if after is None else self._cursors.decode(after, UserPosition).id
@@ -403,34 +410,38 @@ class Repository:
     async def create_order(
         self, user_id: str, data: OrderCreate, idempotency_key: str | None
     ) -> Plain:
-        async def create() -> Plain:
-            # Bumping the user's version both proves the user exists and retires the
-            # aggregate's ETag, which is about to change.
-            if not await self.users.bump_version(user_id):
-                raise NotFound(f"No user with id {user_id!r}.")
-            order_id = new_id()
-            document = {
-                "_id": order_id,
-                "user_id": user_id,
-                "amount": data.amount,
-                "currency": data.currency,
-                "items": [msgspec.structs.asdict(item) for item in data.items],
-                "created_at": now(),
-            }
-            await self.orders.insert(document)
-            if not await self.users.exists(user_id):
-                # The user was deleted while we wrote: do not leave an orphan behind.
-                await self.orders.delete(order_id)
-                raise NotFound(f"No user with id {user_id!r}.")
-            await self._invalidate(("user", user_id))  # the aggregate lists this order now
-            return to_plain(document)
-
-        if idempotency_key is None:
-            return await create()
-        fingerprint = msgspec.json.encode([f"POST /users/{user_id}/orders", data], order="sorted")
-        return await self.idempotency.run(
-            f"orders:{user_id}:{idempotency_key}", fingerprint, create
-        )
+        """A new order; with a key, the order that key created if any attempt of it landed."""
+        key = None
+        if idempotency_key is not None:
+            request = f"POST /users/{user_id}/orders"
+            key = IdempotencyKey.of(idempotency_key, request, data)
+            found = await self.orders.find_by_key(user_id, key)
+            if found is not None:
+                # The attempt that stored it may have died before invalidating the cache.
+                await self._invalidate(("user", user_id))
+                return to_plain(key.check(found))
+        # Bumping the user's version both proves the user exists and retires the
+        # aggregate's ETag, which is about to change.
+        if not await self.users.bump_version(user_id):
+            raise NotFound(f"No user with id {user_id!r}.")
+        order_id = new_id()
+        document = {
+            "_id": order_id,
+            "user_id": user_id,
+            "amount": data.amount,
+            "currency": data.currency,
+            "items": [msgspec.structs.asdict(item) for item in data.items],
+            "created_at": now(),
+        }
+        if key is not None:
+            document.update(key.stamp())
+        stored = await self.orders.insert(document)
+        if stored is None or not await self.users.exists(user_id):
+            # The user was deleted while we wrote: do not leave an orphan behind.
+            await self.orders.delete(order_id)
+            raise NotFound(f"No user with id {user_id!r}.")
+        await self._invalidate(("user", user_id))  # the aggregate lists this order now
+        return to_plain(stored if key is None else key.check(stored))
 
     async def list_orders(self, user_id: str, limit: int, after: str | None) -> Page:
         position = None

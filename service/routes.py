@@ -97,7 +97,7 @@ ENDPOINTS = (
     Endpoint("DELETE", "/users/{user_id}", users.delete_user, "Delete a user and their orders",
              204, headers=("If-Match", "If-None-Match"), errors=(404, 412)),
     Endpoint("POST", "/users/{user_id}/orders", orders.create_order, "Place an order", 201,
-             Order, OrderCreate, headers=("Idempotency-Key",), errors=(404, 409, 422),
+             Order, OrderCreate, headers=("Idempotency-Key",), errors=(404, 422),
              ok_headers=("Location",),
              links=(link("get_order", orders.get_order, order_id="$response.body#/id"),
                     link("get_user", users.get_user, user_id="$response.body#/user_id"),

@@ -139,7 +139,7 @@ async def test_failed_attempts_release_the_key(client: Client, mongo: Mongo) -> 
     headers = {"Idempotency-Key": "retry-me"}
     missing = await client.post("/users/ghost/orders", json={"amount": 1}, headers=headers)
     assert missing.status == 404
-    assert await mongo.idempotency.count_documents({}) == 0
+    assert await mongo.orders.count_documents({}) == 0
     user = await create(client)
     ok = await client.post(f"/users/{user['id']}/orders", json={"amount": 1}, headers=headers)
     assert ok.status == 201  # the same key on another user's route is another key
