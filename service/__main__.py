@@ -39,7 +39,7 @@ async def _seed(settings: Settings, users: int, orders_per_user: int, if_empty: 
             return 0
         result = await seed(mongo, users, orders_per_user)
     finally:
-        mongo.close()
+        await mongo.close()
     print(
         f"seed: inserted {result.users_inserted} users and {result.orders_inserted} orders "
         f"(asked for {users} users x {orders_per_user} orders; the rest were already there)"
