@@ -161,6 +161,7 @@ class CommandRecorder(monitoring.CommandListener):
         self.database = database
         self.events: list[tuple[str, str, int]] = []
         self.commands: list[dict[str, Any]] = []  # the documents of the started ones
+        self.failures: list[dict[str, Any]] = []  # the replies (or errors) of failed ones
         self._lock = threading.Lock()
 
     def _add(self, kind: str, name: str, request_id: int) -> None:
@@ -179,6 +180,8 @@ class CommandRecorder(monitoring.CommandListener):
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         if event.database_name == self.database:
+            with self._lock:
+                self.failures.append(dict(event.failure))
             self._add("failed", event.command_name, event.request_id)
 
     def started_names(self) -> list[str]:
@@ -189,6 +192,7 @@ class CommandRecorder(monitoring.CommandListener):
         with self._lock:
             self.events.clear()
             self.commands.clear()
+            self.failures.clear()
 
 
 @pytest.fixture
