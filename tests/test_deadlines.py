@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import aiohttp
+import pymongo
 from aiohttp import web
 
 from service.app import create_app
-from service.config import RetrySettings, Settings
-from service.db import MONGO, MONGO_LISTENERS, Mongo
+from service.config import RetrySettings, Settings, default_config_dir, load_settings
+from service.db import MONGO, MONGO_LISTENERS, Document, Mongo
 from service.retry import ANSWER_RESERVE_SECONDS, RETRY_POLICY, RetryPolicy, deadline_var
 from tests.conftest import (
     AiohttpClient,
@@ -20,8 +28,9 @@ from tests.conftest import (
     FailPoint,
     ready_client,
 )
-from tests.servers import MongoServer
+from tests.servers import MongoServer, free_port, wait_for_port
 
+ROOT = Path(__file__).resolve().parents[1]
 BURST = 12  # more than Motor's thread pool on this machine (5 per core)
 USER = {"_id": "u1", "name": "A", "email": "a@example.com", "version": 0}
 
@@ -125,3 +134,73 @@ async def test_attempt_budgets_share_the_time_left() -> None:
         assert policy.attempt_budget(3) == 1.5  # the socket timeout caps the last one
     finally:
         deadline_var.reset(token)
+
+
+async def test_shutdown_does_not_wait_for_abandoned_calls(
+    test_env: dict[str, str], own_mongo_server: MongoServer, tmp_path: Path
+) -> None:
+    """SIGTERM while a burst is stuck on a stalled server: the requests answer 503 by their
+    deadline and the process exits 0 soon after. Before attempts had budgets, Motor's
+    threads ran on to their socket timeout (4.5 s here, inside a 5 s deadline) and the
+    interpreter waited for them before exiting: about 4 s after the last answer."""
+    config = tmp_path / "config"
+    shutil.copytree(default_config_dir(), config)
+    test_toml = (config / "test.toml").read_text()
+    assert "[mongo]\n" in test_toml
+    (config / "test.toml").write_text(
+        test_toml.replace("[mongo]\n", "[mongo]\nsocket_timeout_ms = 4500\n", 1)
+    )
+    port = free_port()
+    env = {**os.environ, **test_env, "MONGO_URL": own_mongo_server.url, "PORT": str(port),
+           "SERVICE_CONFIG_DIR": str(config), "REQUEST_DEADLINE_SECONDS": "5",
+           "SHUTDOWN_DRAIN_SECONDS": "0.3", "GRACEFUL_TIMEOUT_SECONDS": "10"}  # fmt: skip
+    settings = load_settings(env)
+    assert settings.mongo.socket_timeout_ms == 4500
+    with (tmp_path / "server.log").open("wb") as log:
+        process = subprocess.Popen(  # noqa: ASYNC220 - started once; waited for in a thread
+            [sys.executable, "-m", "service"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port, process=process)
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                async with session.get(f"{base}/health/ready") as ready:
+                    if ready.status == 200:
+                        break
+                await asyncio.sleep(0.05)
+            async with session.post(f"{base}/users", json={"name": "A", "email": "a@x.io"}) as r:
+                assert r.status == 201
+                path = f"{base}/users/{(await r.json())['id']}"
+            with pymongo.MongoClient[Document](own_mongo_server.url) as admin:
+                admin.admin.command({"configureFailPoint": "failCommand", "mode": "alwaysOn",
+                                     "data": {"failCommands": ["find"], "blockConnection": True,
+                                              "blockTimeMS": 8000}})  # fmt: skip
+
+            async def get() -> int:
+                async with session.get(path) as response:
+                    await response.read()
+                    return response.status
+
+            started = time.monotonic()
+            burst = [asyncio.create_task(get()) for _ in range(BURST)]
+            await asyncio.sleep(0.3)
+            process.send_signal(signal.SIGTERM)
+            statuses = await asyncio.gather(*burst)
+            answered = time.monotonic()
+            exit_code = await asyncio.to_thread(process.wait, 30)
+            exited = time.monotonic()
+        assert set(statuses) == {503}
+        assert exit_code == 0
+        assert answered - started < settings.request.deadline_seconds + 0.5
+        assert exited - answered < 2.0, "shutdown waited for abandoned driver calls"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        with pymongo.MongoClient[Document](own_mongo_server.url) as admin:
+            admin.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
