@@ -93,7 +93,6 @@ class Mongo:
 
     def __init__(self, settings: MongoSettings, listeners: Sequence[CommandListener] = ()) -> None:
         self.settings = settings
-        self.driver: MongoDriver = settings.driver
         # Creating the client does no I/O: start-up never waits for the database.
         # The driver's own retries are off: service.retry is the one retry policy, and a
         # retry it cannot see would double the waits it budgets for.
