@@ -7,22 +7,39 @@ STAMP := $(VENV)/.installed-stamp
 DEV_MONGO_PORT ?= 27018
 DEV_PORT ?= 8080
 
-.PHONY: help venv system-deps lint format test run seed bench clean
+.PHONY: help venv lock system-deps lint format test image-test run seed bench soak overload chaos fleet clean
 
 help:
 	@echo "make run    - SecantusDB under var/, demo data, service on http://127.0.0.1:$(DEV_PORT) (reloads)"
 	@echo "make test   - lint (ruff, mypy, hadolint) then the test suite against real servers"
 	@echo "make lint   - static checks only"
 	@echo "make bench  - benchmark against a bare aiohttp baseline"
+	@echo "make image-test - build the Dockerfile with buildah, run it with podman as the pod does"
+	@echo "make lock   - re-pin requirements*.lock (exact versions, hashes) from setup.cfg's ranges"
+	@echo "make fleet  - three instances behind HAProxy, rolled twice under load (minutes)"
+	@echo "make chaos  - minutes of retried writes while SecantusDB and Redis fail (README: Faults survived)"
 
-# The venv is (re)built when the package metadata changes.
-$(STAMP): setup.cfg pyproject.toml
+# The venv holds exactly the locked versions (hashes checked), then the service itself;
+# setup.cfg keeps the ranges, and a range the lock does not satisfy stops here.
+$(STAMP): setup.cfg pyproject.toml requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python .ci/check_lock.py
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# The public index only (this machine's pip.conf and local wheel dirs would leak into the
+# hashes). The runtime lock is the dev lock's versions, restricted to install_requires.
+LOCK_PIP := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null
+LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --upgrade
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/pip-compile || $(BIN)/python -m pip install --quiet 'pip-tools>=7.4,<8'
+	$(LOCK_PIP) $(BIN)/pip-compile $(LOCK_FLAGS) --extra dev -o requirements-dev.lock setup.cfg
+	$(LOCK_PIP) $(BIN)/pip-compile $(LOCK_FLAGS) -c requirements-dev.lock -o requirements.lock setup.cfg
 
 lint: venv
 	$(BIN)/ruff check .
@@ -41,6 +58,11 @@ system-deps:
 test: system-deps lint
 	$(BIN)/python -m pytest
 
+# Not part of `make test` (.ci/run runs it after): builds the Dockerfile with buildah and runs
+# the image with podman under the pod's security context. Root, and a few minutes cold.
+image-test: venv
+	.ci/image-test
+
 # Ctrl-C (or any exit) stops SecantusDB too: the trap kills the process group member we started.
 run: venv
 	@mkdir -p var/mongo
@@ -58,6 +80,17 @@ run: venv
 bench soak overload: venv
 	@command -v wrk >/dev/null || { echo "$@: wrk is missing: sudo apt-get install wrk"; exit 2; }
 	$(BIN)/python -m $(if $(filter bench,$@),bench,bench.$@) $(ARGS)
+
+# Not part of `make test` (tests/test_faults.py runs one short cycle): 2 minutes by default,
+# `make chaos ARGS="--minutes 5 --clients 8"`; `ARGS=--update-readme` rewrites its table.
+chaos: venv
+	$(BIN)/python -m bench.chaos $(ARGS)
+
+# Not part of `make test` (tests/test_fleet.py runs one roll): three gunicorn instances behind
+# HAProxy with Prometheus, two rolling restarts under load (`ARGS="--rounds 3"`); a few minutes.
+fleet: venv
+	@command -v haproxy >/dev/null || { echo "fleet: haproxy is missing: sudo apt-get install haproxy"; exit 2; }
+	$(BIN)/python -m bench.fleet $(ARGS)
 
 clean:
 	rm -rf var build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

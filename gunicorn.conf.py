@@ -1,6 +1,6 @@
 """gunicorn settings for user-service: `gunicorn --config gunicorn.conf.py`.
 
-Everything comes from the service's own Settings (config/*.toml + environment), loaded and
+Everything comes from the service's own Settings (service/settings/*.toml + environment), loaded and
 validated here, in the master, so a bad value stops gunicorn before any worker starts:
 one line on stderr, exit code 2.
 """
@@ -8,19 +8,18 @@ one line on stderr, exit code 2.
 import math
 import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from service.app import settings_or_exit
 from service.config import ConfigError, check_worker_cache, gunicorn_workers
-from service.metrics import prepare_directory, retire_worker
+from service.cursors import new_cursor_secret
+from service.metrics import claim_directory, release_directory, retire_worker
 
 _settings = settings_or_exit()
-# Workers share a metrics directory so any of them can answer a scrape for all. The
-# environment carries it to the workers, which load their settings after the fork.
-_metrics_dir = Path(_settings.metrics.directory or tempfile.mkdtemp(prefix="user-service-metrics-"))
-os.environ["METRICS_DIR"] = str(_metrics_dir)
+if not _settings.paging.cursor_secret:
+    # Development and test only (production refuses to start without one): a secret for
+    # this run, shared by every worker, or a page from one worker would be refused by another.
+    os.environ["CURSOR_SECRET"] = new_cursor_secret()
 try:
     check_worker_cache(_settings, gunicorn_workers(_settings))
 except ConfigError as _error:
@@ -48,22 +47,34 @@ graceful_timeout = (
 )
 # A worker silent for this long (event loop blocked) is killed and replaced.
 timeout = 30
-# Longer than the idle timeout of common load balancers (60 s), so the balancer, not us,
-# closes idle connections: otherwise it may send a request on a connection we just closed.
-keepalive = 75
+# Idle keep-alive, header and body timeouts and the connection cap come from the service's
+# settings (server.*), applied by service/worker.py's runner exactly as under python -m service.
 
 # Access logs are written by the service itself (one line per request, with request ids).
 accesslog = None
 errorlog = "-"
 loglevel = _settings.log.level.lower()
 proc_name = "user-service"
+# gunicorn 25+ opens a control socket (for gunicornc) under $HOME: the image's user has no
+# home, so every start logged "Control server error". Nothing here uses it.
+control_socket_disable = True
 
 
-def on_starting(server: Any) -> None:
-    """A fresh start counts from zero: forget a previous run's samples."""
-    prepare_directory(_metrics_dir)
+def when_ready(server: Any) -> None:
+    """Workers share a metrics directory so any of them can answer a scrape for all; a fresh
+    start counts from zero. Claimed once the sockets are bound (a failed start leaves nothing
+    behind) and before any worker forks: the environment carries it to them. Kept on the
+    arbiter, which outlives a SIGHUP reload (that re-runs this file, not this hook)."""
+    server.metrics_directory = claim_directory(_settings.metrics.directory)
+    os.environ["METRICS_DIR"] = str(server.metrics_directory.path)
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Keep a dead worker's counts in the totals, and drop its per-process gauges."""
-    retire_worker(_metrics_dir, worker.pid)
+    """Keep a dead worker's counts in the totals, and drop its per-process series."""
+    retire_worker(server.metrics_directory.path, worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """What the server wrote in the metrics directory goes with it (the directory too, if
+    it made it)."""
+    release_directory(server.metrics_directory)

@@ -76,6 +76,7 @@ def service_env(stack: Stack, cache: str, port: int, workers: int) -> dict[str, 
         "REDIS_URL": stack.redis.url,
         "CACHE_BACKEND": cache,
         "API_TOKENS": TOKEN,
+        "CURSOR_SECRET": "the-benchmark-cursor-secret",
         "SHUTDOWN_DRAIN_SECONDS": "0",
         "METRICS_PORT": str(free_port()),  # production serves /metrics on its own port
     }

@@ -1,4 +1,5 @@
-"""Command line: `python -m service` serves; `python -m service seed ...` loads demo data."""
+"""Command line: `python -m service` serves; `seed ...` loads demo data; `openapi` prints the
+OpenAPI document for the configured settings (no server, no database: for client builds)."""
 
 from __future__ import annotations
 
@@ -8,41 +9,72 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import orjson
 from aiohttp import web
 
 from service.app import create_app, settings_or_exit
 from service.config import Settings
-from service.db import Mongo
+from service.db import Mongo, PyMongoError
 from service.lifecycle import begin_shutdown, end_in_flight
 from service.logs import configure_logging
-from service.seed import seed
+from service.openapi import build_document
+from service.routes import ENDPOINTS
+from service.seed import BATCH_DOCUMENTS, Progress, bulk_settings, seed
+from service.serving import make_runner
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="user-service", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve HTTP on HOST:PORT (the default)")
+    commands.add_parser(
+        "openapi", help="print the OpenAPI document (as GET /openapi.json serves it) and exit"
+    )
     seeding = commands.add_parser("seed", help="insert demo users and orders (idempotent)")
     seeding.add_argument("--users", type=int, default=100, metavar="N")
     seeding.add_argument("--orders-per-user", type=int, default=5, metavar="M")
     seeding.add_argument(
         "--if-empty", action="store_true", help="do nothing when the users collection has data"
     )
+    seeding.add_argument(
+        "--batch-documents", type=int, default=BATCH_DOCUMENTS, metavar="K",
+        help=f"documents per insert (default {BATCH_DOCUMENTS})",
+    )  # fmt: skip
+    seeding.add_argument(
+        "--progress-every", type=float, default=5.0, metavar="SECONDS",
+        help="when not on a terminal: a progress line this often (default 5)",
+    )  # fmt: skip
     return parser
 
 
-async def _seed(settings: Settings, users: int, orders_per_user: int, if_empty: bool) -> int:
-    mongo = Mongo(settings.mongo)
+async def _seed(settings: Settings, args: argparse.Namespace) -> int:
+    """Seed, then one line per skipped document and a summary; exit 1 if the database fails."""
+    users, orders_per_user = args.users, args.orders_per_user
+    mongo = Mongo(bulk_settings(settings.mongo))
+    progress = Progress(users * (1 + orders_per_user), sys.stderr, args.progress_every)
     try:
-        if if_empty and await mongo.users.estimated_document_count() > 0:
+        if args.if_empty and await mongo.users.estimated_document_count() > 0:
             print("seed: users already present, nothing to do")
             return 0
-        result = await seed(mongo, users, orders_per_user)
+        result = await seed(
+            mongo, users, orders_per_user, batch_documents=args.batch_documents, progress=progress
+        )
+    except PyMongoError as error:  # the database failed, not the data: say so in one line
+        progress.close()
+        detail = " ".join(str(error).split())[:300]
+        print(f"seed: stopped, the database failed: {type(error).__name__}: {detail}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     finally:
         await mongo.close()
+    progress.close()
+    for refused in result.skipped:
+        print(f"seed: skipped {refused.kind} {refused.id}: {refused.reason}")
+    skipped = f"{len(result.skipped)} skipped, " if result.skipped else ""
     print(
         f"seed: inserted {result.users_inserted} users and {result.orders_inserted} orders "
-        f"(asked for {users} users x {orders_per_user} orders; the rest were already there)"
+        f"(asked for {users} users x {orders_per_user} orders; {skipped}"
+        "the rest were already there)"
     )
     return 0
 
@@ -50,12 +82,19 @@ async def _seed(settings: Settings, users: int, orders_per_user: int, if_empty: 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = settings_or_exit()
+    if args.command == "openapi":
+        document = orjson.dumps(build_document(ENDPOINTS, settings), option=orjson.OPT_INDENT_2)
+        sys.stdout.write(document.decode() + "\n")
+        return 0
     if args.command == "seed":
-        if args.users < 0 or args.orders_per_user < 0:
-            print("seed: --users and --orders-per-user must be >= 0", file=sys.stderr)
+        if args.users < 0 or args.orders_per_user < 0 or args.batch_documents < 1:
+            print(
+                "seed: --users and --orders-per-user must be >= 0, --batch-documents >= 1",
+                file=sys.stderr,
+            )
             return 2
         configure_logging(settings.log)
-        return asyncio.run(_seed(settings, args.users, args.orders_per_user, args.if_empty))
+        return asyncio.run(_seed(settings, args))
     asyncio.run(serve(settings))
     return 0
 
@@ -63,12 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then drain and shut down gracefully (exit 0)."""
     app = create_app(settings)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        shutdown_timeout=settings.shutdown.graceful_timeout_seconds + 1,  # see end_in_flight
-        access_log=None,  # the service writes its own structured access log
-    )
+    runner = make_runner(app)
     await runner.setup()
     await web.TCPSite(runner, settings.server.host, settings.server.port).start()
     stop = asyncio.Event()

@@ -15,11 +15,14 @@ from aiohttp import web
 
 from service.auth import TOKENS, TokenVerifier
 from service.cache import CACHE_STATS, RESPONSE_CACHE, CacheStats, cache_ctx
+from service.compression import COMPRESSION, Compression
 from service.config import SETTINGS, ConfigError, Settings, load_settings
+from service.cors import Cors
+from service.cursors import create_cursors
 from service.db import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
 from service.handlers.openapi import OPENAPI_DOCUMENT
 from service.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects
-from service.limits import IN_FLIGHT, InFlight, parser_limits
+from service.limits import IN_FLIGHT, MAX_BODY_BYTES, InFlight, parser_limits
 from service.logs import (
     ACCESS_LOG,
     CLIENT_ADDRESS,
@@ -42,8 +45,6 @@ from service.repository import REPOSITORY, Repository
 from service.retry import DEADLINES, RETRY_POLICY, Deadlines, deadlines_ctx, retry_policy
 from service.routes import ENDPOINTS, setup_routes
 
-MAX_BODY_BYTES = 64 * 1024
-
 
 def settings_or_exit() -> Settings:
     """Load settings; on a bad value print its one-line reason and exit 2, no traceback."""
@@ -55,7 +56,8 @@ def settings_or_exit() -> Settings:
 
 
 async def repository_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[REPOSITORY] = Repository(app[MONGO], app[RETRY_POLICY], app.get(RESPONSE_CACHE))
+    cursors = create_cursors(app[SETTINGS].paging)
+    app[REPOSITORY] = Repository(app[MONGO], app[RETRY_POLICY], app.get(RESPONSE_CACHE), cursors)
     yield
 
 
@@ -85,6 +87,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[CACHE_STATS] = CacheStats(hooks=[metrics.cache_event])
     app[ACCESS_LOG] = AccessLog(settings.log)
     app[DEADLINES] = Deadlines(settings.request.deadline_seconds)
+    app[COMPRESSION] = Compression(settings.compression)
     app[PIPELINE] = Pipeline(
         server=settings.server,
         deadlines=app[DEADLINES],
@@ -94,6 +97,8 @@ def create_app(settings: Settings | None = None) -> web.Application:
         client_address=app[CLIENT_ADDRESS],
         tokens=app[TOKENS],
         in_flight=app[IN_FLIGHT],
+        compression=app[COMPRESSION],
+        cors=Cors(settings.cors),
     )
     app.cleanup_ctx.extend(
         [
@@ -108,6 +113,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
         ]
     )
     app.on_shutdown.append(_mark_shutting_down)
-    app[OPENAPI_DOCUMENT] = orjson.dumps(build_document(ENDPOINTS))
+    app[OPENAPI_DOCUMENT] = orjson.dumps(build_document(ENDPOINTS, settings))
     setup_routes(app)
     return app

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from service.config import AuthSettings
-from service.errors import Forbidden, Unauthorized
+from service.errors import Forbidden, InvalidInput, Unauthorized
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# Probes, scrapes and the published contract stay reachable without a token.
-OPEN_PREFIXES = ("/health/", "/metrics", "/openapi.json")
+# Probes, scrapes and the published contract (and its page) stay reachable without a token.
+OPEN_PREFIXES = ("/health/", "/metrics", "/openapi.json", "/docs")
 READ, WRITE = "read", "write"
 _CHALLENGE = 'Bearer realm="user-service"'
 
@@ -70,7 +70,14 @@ def authorize(request: web.Request, verifier: TokenVerifier) -> None:
     needed = verifier.required_scope(request.method, request.path)
     if needed is None:
         return
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    presented = request.headers.getall("Authorization", ())
+    if len(presented) > 1:
+        # Which one counts is a guess a proxy in front may make differently: refuse both.
+        raise InvalidInput(
+            "Send one `Authorization` header; several are ambiguous.",
+            errors=[{"pointer": "Authorization", "detail": "given more than once"}],
+        )
+    scheme, _, token = (presented[0] if presented else "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized(

@@ -7,7 +7,9 @@ Never stale after a write. Every resource has a *generation token* next to its d
 data lives under `<key>:<token>`. A write replaces the token with a fresh random one,
 before its response is sent, so every reader, in any worker or instance that shares Redis,
 looks under the new token from then on. A slow reader that fetched the token before the
-write can only fill a key nobody reads any more. Tokens are random, so a token key that
+write can only fill a key nobody reads any more, and concurrent misses share a load only
+when they saw the same token: a read that begins after a write never waits for a load that
+began before it. Tokens are random, so a token key that
 expires and comes back can never resurrect an old entry. A Redis hit is one round trip: a
 Lua script reads the token and the data together.
 
@@ -27,7 +29,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from aiocache import RedisCache, SimpleMemoryCache
 from aiocache.serializers import NullSerializer
@@ -36,12 +37,16 @@ from redis.exceptions import RedisError, ResponseError
 
 from service.config import SETTINGS, CacheSettings
 from service.ids import new_id
-from service.resp import PipelinedRedis
+from service.resp import PipelinedRedis, RedisTarget
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "v1"  # bump when a cached response shape changes: old entries are never read
 WARN_EVERY_SECONDS = 10.0
+# A write's invalidation is tried this often before its response: after a Redis restart the
+# first command on a pooled connection fails ("closed by server") while Redis is back, and
+# other instances would go on serving the entry the write retired.
+DELIVERY_TRIES = 3
 HIT, MISS, ERROR, INVALIDATION = "hit", "miss", "error", "invalidation"
 # Unreachable, slow, refusing or answering nonsense: all mean "no cache right now".
 BACKEND_ERRORS = (RedisError, OSError, TimeoutError, ValueError, IndexError, UnicodeDecodeError)
@@ -118,25 +123,20 @@ class RedisBackend:
     its connect and on every reply, so a stopped or stalled Redis cannot hold a request.
     """
 
-    def __init__(self, url: str, timeout_seconds: float) -> None:
-        parts = urlsplit(url)
+    def __init__(self, target: RedisTarget, timeout_seconds: float) -> None:
+        # Both clients see the URL as redis-py read it (TLS, ACL user, database, options).
         self._cache = RedisCache(
-            endpoint=parts.hostname or "127.0.0.1",
-            port=parts.port or 6379,
-            db=int(parts.path.strip("/") or 0),
-            password=parts.password,
+            endpoint=target.host,
+            port=target.port,
+            db=target.db,
+            password=target.password,
+            pool_max_size=target.max_connections,
             create_connection_timeout=timeout_seconds,
             serializer=NullSerializer(),
             timeout=None,  # the socket timeouts below bound every call
-            connection_pool_kwargs={"socket_timeout": timeout_seconds},
+            connection_pool_kwargs={**target.pool_options, "socket_timeout": timeout_seconds},
         )
-        self._pipe = PipelinedRedis(
-            parts.hostname or "127.0.0.1",
-            parts.port or 6379,
-            int(parts.path.strip("/") or 0),
-            parts.password,
-            timeout_seconds,
-        )
+        self._pipe = PipelinedRedis(target, timeout_seconds)
 
     async def lookup(self, key: str) -> tuple[str, Cached | None]:
         keys = (f"{key}:gen".encode(), f"{key}:".encode())
@@ -188,7 +188,8 @@ class ResponseCache:
         # A token must outlive every entry stored under it, plus a slow reader's deadline.
         self._token_ttl = 2 * settings.ttl_seconds + 60
         self.stats = stats
-        self._flights: dict[str, asyncio.Future[Cached]] = {}
+        # Keyed by (key, token): a load started under an older token may predate a write.
+        self._flights: dict[tuple[str, str], asyncio.Future[Cached]] = {}
         self._undelivered: set[str] = set()
         self._last_warning = 0.0
 
@@ -207,11 +208,14 @@ class ResponseCache:
             self.stats.count(kind, HIT)
             return found[1]
         self.stats.count(kind, MISS)
-        flight = self._flights.get(key)
+        if found is None:
+            return await load()  # no token seen: a shared load could predate an unseen write
+        token = found[0]
+        flight = self._flights.get((key, token))
         if flight is not None:
             return await asyncio.shield(flight)
         flight = asyncio.get_running_loop().create_future()
-        self._flights[key] = flight
+        self._flights[(key, token)] = flight
         try:
             try:
                 value = await load()
@@ -222,11 +226,11 @@ class ResponseCache:
             flight.set_result(value)
             # Still registered while storing: a reader arriving now shares this value
             # instead of missing the not-yet-stored entry and loading again.
-            if found is not None:  # the token read before loading, so a write wins the race
-                await self._call(kind, self._backend.store(key, found[0], value, self._ttl))
+            # Under the token read before loading, so a write wins the race.
+            await self._call(kind, self._backend.store(key, token, value, self._ttl))
             return value
         finally:
-            self._flights.pop(key, None)
+            self._flights.pop((key, token), None)
 
     async def invalidate(self, entries: Iterable[tuple[str, str]]) -> None:
         """Retire entries so no reader anywhere sees them again (call before responding)."""
@@ -234,12 +238,16 @@ class ResponseCache:
         if not keys:
             return
         self._undelivered.update(keys)
-        await self._deliver()
+        for _ in range(DELIVERY_TRIES):
+            if await self._deliver():
+                break
         for kind in keys.values():
             self.stats.count(kind, INVALIDATION)
 
     async def _deliver(self) -> bool:
         pending = sorted(self._undelivered)
+        if not pending:  # a concurrent request delivered it meanwhile
+            return True
         kind = pending[0].rsplit(":", 2)[-2]  # errors are counted against the first entry's cache
         ok = await self._call(kind, self._backend.bump(pending, self._token_ttl))
         if ok is not None:
@@ -274,7 +282,7 @@ def create_backend(settings: CacheSettings) -> Backend | None:
     if settings.backend == "memory":
         return MemoryBackend()
     if settings.backend == "redis":
-        return RedisBackend(settings.redis_url, settings.timeout_ms / 1000)
+        return RedisBackend(RedisTarget.from_url(settings.redis_url), settings.timeout_ms / 1000)
     return None
 
 

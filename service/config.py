@@ -1,8 +1,10 @@
-"""Settings: TOML files in config/ plus environment variables, validated once into frozen data.
+"""Settings: TOML files shipped in the package plus environment variables, validated once.
 
 The rest of the service receives a `Settings` and never reads `os.environ`: that keeps
 tests, gunicorn workers and `adev runserver` reading the same, checked values.
-Order of precedence: config/default.toml < config/<SERVICE_ENV>.toml < environment.
+Order of precedence: settings/default.toml < settings/<SERVICE_ENV>.toml < environment, where
+settings/ is the package's own directory (package data, so an installed wheel has it) unless
+SERVICE_CONFIG_DIR names another.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
+
+from service.resp import RedisTarget
 
 ENVIRONMENTS = ("development", "test", "production")
 CacheBackend = Literal["memory", "redis", "none"]
@@ -54,6 +58,11 @@ class ServerSettings:
     max_in_flight: int = _key("MAX_IN_FLIGHT", low=1, high=100_000)
     max_request_line_bytes: int = _key(low=256, high=65_536)
     max_header_bytes: int = _key(low=1024, high=65_536)
+    # Connection bounds (service/connections.py): the same under python -m service and gunicorn.
+    max_connections: int = _key("MAX_CONNECTIONS", low=16, high=1_000_000)
+    keepalive_timeout_seconds: float = _key("KEEPALIVE_TIMEOUT_SECONDS", low=0.1, high=3600)
+    header_timeout_seconds: float = _key("HEADER_TIMEOUT_SECONDS", low=0.1, high=300)
+    body_timeout_seconds: float = _key("BODY_TIMEOUT_SECONDS", low=0.1, high=300)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +83,7 @@ class MongoSettings:
 @dataclass(frozen=True, slots=True)
 class CacheSettings:
     backend: CacheBackend = _key("CACHE_BACKEND")
-    redis_url: str = _key("REDIS_URL")
+    redis_url: str = _key("REDIS_URL", secret=True)  # it may hold a password
     ttl_seconds: int = _key("CACHE_TTL_SECONDS", low=1, high=86_400)
     timeout_ms: int = _key(low=1, high=10_000)
     namespace: str = _key("CACHE_NAMESPACE")
@@ -129,12 +138,41 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PagingSettings:
+    # Sign the `next` cursors (service/cursors.py). Empty outside production: a random one
+    # per process. The previous one is still accepted, for rotation.
+    cursor_secret: str = _key("CURSOR_SECRET", secret=True, empty_ok=True)
+    cursor_secret_previous: str = _key("CURSOR_SECRET_PREVIOUS", secret=True, empty_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class DocsSettings:
+    # GET /docs: Swagger UI for /openapi.json, from files the service ships (no CDN).
+    enabled: bool = _key("DOCS_ENABLED")
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: LogLevel = _key("LOG_LEVEL")
     format: LogFormat = _key("LOG_FORMAT")
     access: bool = _key("ACCESS_LOG")
     # Peers whose X-Forwarded-For is believed (IPs or CIDRs), e.g. the ingress's range.
     trusted_proxies: tuple[str, ...] = _key("TRUSTED_PROXIES")
+
+
+@dataclass(frozen=True, slots=True)
+class CompressionSettings:
+    enabled: bool = _key("COMPRESSION")
+    # Smaller bodies go as they are: under a packet, gzip saves no round trip.
+    min_bytes: int = _key("COMPRESS_MIN_BYTES", low=1, high=10_000_000)
+    level: int = _key("COMPRESS_LEVEL", low=1, high=9)
+
+
+@dataclass(frozen=True, slots=True)
+class CorsSettings:
+    # Exact origins (scheme://host[:port]) whose pages may call the API; empty = CORS off.
+    allow_origins: tuple[str, ...] = _key("CORS_ALLOW_ORIGINS")
+    max_age_seconds: int = _key("CORS_MAX_AGE_SECONDS", low=0, high=86_400)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +187,11 @@ class Settings:
     metrics: MetricsSettings
     health: HealthSettings
     auth: AuthSettings
+    paging: PagingSettings
+    docs: DocsSettings
     log: LogSettings
+    compression: CompressionSettings
+    cors: CorsSettings
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -177,8 +219,8 @@ def check_worker_cache(settings: Settings, workers: int) -> None:
 
 
 def default_config_dir() -> Path:
-    """config/ beside the package in a checkout; SERVICE_CONFIG_DIR elsewhere (the image)."""
-    return Path(__file__).resolve().parents[1] / "config"
+    """The TOML files inside the package: the same in a checkout, a wheel and the image."""
+    return Path(__file__).resolve().parent / "settings"
 
 
 def load_settings(
@@ -206,8 +248,17 @@ def load_settings(
     }
     settings = Settings(environment=environment, **sections)
     _check_timeouts(settings)
+    if settings.server.max_connections <= settings.server.max_in_flight:
+        raise ConfigError(
+            "server.max_connections (MAX_CONNECTIONS): expected more than server.max_in_flight "
+            f"({settings.server.max_in_flight}), got {settings.server.max_connections}"
+        )
     _check_tokens(settings.auth)
+    _check_cursor_secrets(settings.paging)
+    if settings.cache.backend == "redis":
+        _check_redis_url(settings.cache.redis_url)
     _check_networks(settings.log.trusted_proxies)
+    _check_origins(settings.cors.allow_origins)
     if settings.metrics.port == settings.server.port:
         raise ConfigError(
             f"metrics.port (METRICS_PORT): must differ from PORT ({settings.server.port}), or be 0"
@@ -225,6 +276,28 @@ def _check_networks(networks: tuple[str, ...]) -> None:
             raise ConfigError(
                 f"TRUSTED_PROXIES: expected IP addresses or CIDR ranges, got {network!r}"
             ) from None
+
+
+def _check_origins(origins: tuple[str, ...]) -> None:
+    """Origins as browsers send them: compared byte for byte, so a path or `/` never matches."""
+    for origin in origins:
+        try:
+            parts = urlsplit(origin)
+            valid = (
+                parts.scheme in ("http", "https")
+                and bool(parts.hostname)
+                and parts.port != 0  # reading .port validates it
+                and "@" not in parts.netloc
+                and origin == f"{parts.scheme}://{parts.netloc}"
+                and origin == origin.lower()
+            )
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ConfigError(
+                "CORS_ALLOW_ORIGINS: expected origins like https://app.example.com "
+                f"(lower-case scheme://host[:port], no path or trailing /), got {origin!r}"
+            )
 
 
 def _check_timeouts(settings: Settings) -> None:
@@ -261,12 +334,42 @@ def _check_tokens(auth: AuthSettings) -> None:
             )
 
 
+def _check_redis_url(url: str) -> None:
+    """Refuse at start-up a URL the cache could never use (it would fail open, silently)."""
+    try:
+        RedisTarget.from_url(url)
+    except ValueError as error:
+        raise ConfigError(
+            "REDIS_URL: expected redis://[user:password@]host[:port][/db][?options] or "
+            f"rediss://..., as redis-py reads them: {error} (value not shown)"
+        ) from None
+
+
+MIN_SECRET_BYTES = 16
+
+
+def _check_cursor_secrets(paging: PagingSettings) -> None:
+    for env_name, value in (
+        ("CURSOR_SECRET", paging.cursor_secret),
+        ("CURSOR_SECRET_PREVIOUS", paging.cursor_secret_previous),
+    ):
+        if value and len(value.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"{env_name}: expected at least {MIN_SECRET_BYTES} bytes (value not shown)"
+            )
+
+
 def _check_production(settings: Settings, env: Mapping[str, str]) -> None:
     """Refuse the settings that are fine on a laptop and wrong in production."""
     if "MONGO_URL" not in env:
         raise ConfigError("MONGO_URL: production needs it set explicitly (a mongodb:// URL)")
     if settings.cache.backend == "redis" and "REDIS_URL" not in env:
         raise ConfigError("REDIS_URL: production with CACHE_BACKEND=redis needs it set explicitly")
+    if not settings.paging.cursor_secret:
+        raise ConfigError(
+            f"CURSOR_SECRET: production needs it set ({MIN_SECRET_BYTES}+ bytes from a secret "
+            "store), so that every instance signs paging cursors alike"
+        )
     if not settings.auth.configured and not settings.auth.disabled:
         raise ConfigError(
             "API_TOKENS: production needs at least one write token "
@@ -314,7 +417,7 @@ def _build_section(section: str, cls: type, values: dict[str, Any], env: Mapping
         elif f.name in values:
             label, raw, from_env = name, values[f.name], False
         else:
-            raise ConfigError(f"{name}: missing (set it in config/default.toml)")
+            raise ConfigError(f"{name}: missing (set it in service/settings/default.toml)")
         built[f.name] = _coerce(label, hints[f.name], raw, from_env, f.metadata)
     return cls(**built)
 

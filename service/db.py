@@ -24,6 +24,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import (
     AutoReconnect,
+    BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     ExecutionTimeout,
@@ -40,9 +41,12 @@ from service.background import running
 from service.config import SETTINGS, MongoDriver, MongoSettings, redact_url
 
 __all__ = [
+    "IDEMPOTENCY_DIGEST",
+    "IDEMPOTENCY_KEY",
     "MONGO",
     "MONGO_LISTENERS",
     "AutoReconnect",
+    "BulkWriteError",
     "Collection",
     "CommandListener",
     "ConnectionFailure",
@@ -69,21 +73,31 @@ Document = dict[str, Any]
 Collection = AsyncCollection[Document]
 Client = AsyncMongoClient[Document]
 
-IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+# A POST's Idempotency-Key is stored in the document it creates (service/idempotency.py);
+# these unique indexes are what makes a key create at most one user, or one order per user.
+IDEMPOTENCY_KEY, IDEMPOTENCY_DIGEST = "idempotency_key", "idempotency_digest"
+_HAS_KEY = {IDEMPOTENCY_KEY: {"$exists": True}}
 _INDEXES: dict[str, list[IndexModel]] = {
-    "users": [IndexModel([("email", ASCENDING)], unique=True, name="email_unique")],
+    "users": [
+        IndexModel([("email", ASCENDING)], unique=True, name="email_unique"),
+        IndexModel(
+            [(IDEMPOTENCY_KEY, ASCENDING)],
+            unique=True,
+            partialFilterExpression=_HAS_KEY,
+            name="idempotency_key_unique",
+        ),
+    ],
     "orders": [
         IndexModel(
             [("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
             name="user_newest_first",
-        )
-    ],
-    "idempotency": [
+        ),
         IndexModel(
-            [("created_at", ASCENDING)],
-            expireAfterSeconds=IDEMPOTENCY_TTL_SECONDS,
-            name="expire_after_24h",
-        )
+            [("user_id", ASCENDING), (IDEMPOTENCY_KEY, ASCENDING)],
+            unique=True,
+            partialFilterExpression=_HAS_KEY,
+            name="idempotency_key_unique",
+        ),
     ],
 }
 
@@ -123,7 +137,6 @@ class Mongo:
         database = self.client[settings.database]
         self.users: Collection = database["users"]
         self.orders: Collection = database["orders"]
-        self.idempotency: Collection = database["idempotency"]
         self.indexes_ready = False
 
     async def ping(self) -> None:

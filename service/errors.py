@@ -18,6 +18,9 @@ from aiohttp import web
 from service.responses import PROBLEM_JSON, raw_json_response
 
 log = logging.getLogger(__name__)
+# Problems listed in one answer: enough to fix a request in one round trip, while a body
+# of thousands of unknown keys cannot buy an answer five times its size.
+MAX_LISTED_ERRORS = 20
 
 
 class ServiceError(Exception):
@@ -34,8 +37,15 @@ class ServiceError(Exception):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
+        listed = list(errors or ())
+        self.errors = listed[:MAX_LISTED_ERRORS]
+        self.errors_omitted = len(listed) - len(self.errors)
+        if self.errors_omitted:
+            detail = (
+                f"{detail} The first {MAX_LISTED_ERRORS} problems are listed; "
+                f"{self.errors_omitted} more are not."
+            )
         self.detail = detail
-        self.errors = list(errors or ())
         self.headers = dict(headers or {})
 
 
@@ -59,6 +69,22 @@ class NotFound(ServiceError):
 class Conflict(ServiceError):
     status = 409
     slug = "/problems/conflict"
+
+
+class RequestTimeout(ServiceError):
+    """The body did not arrive in time; the connection is closed, not reused."""
+
+    status = 408
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Connection": "close"})
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Connection": "close"})
 
 
 class PreconditionFailed(ServiceError):
@@ -98,6 +124,7 @@ def problem_response(
     *,
     type_: str = "about:blank",
     errors: Sequence[Mapping[str, str]] = (),
+    errors_omitted: int = 0,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     body: dict[str, Any] = {
@@ -108,10 +135,15 @@ def problem_response(
     }
     if errors:
         body["errors"] = list(errors)
+    if errors_omitted:
+        body["errors_omitted"] = errors_omitted
     merged = {"Cache-Control": "no-store", **(headers or {})}
-    return raw_json_response(
+    response = raw_json_response(
         orjson.dumps(body), status=status, headers=merged, content_type=PROBLEM_JSON
     )
+    if merged.get("Connection") == "close":
+        response.force_close()  # aiohttp closes what the header announces, not just says so
+    return response
 
 
 _HTTP_DETAILS = {
@@ -132,7 +164,12 @@ def render_error(request: web.Request, error: Exception) -> web.Response:
     """Any exception a handler raised, as problem+json; unexpected ones logged, not shown."""
     if isinstance(error, ServiceError):
         return problem_response(
-            error.status, error.detail, type_=error.slug, errors=error.errors, headers=error.headers
+            error.status,
+            error.detail,
+            type_=error.slug,
+            errors=error.errors,
+            errors_omitted=error.errors_omitted,
+            headers=error.headers,
         )
     if isinstance(error, web.HTTPException):
         return _from_http_exception(error)

@@ -1,88 +1,73 @@
-"""Idempotency-Key support: a repeated POST returns the original result and creates nothing.
+"""Idempotency-Key support: the key lives in the document its request creates.
 
-The key's record is inserted *before* the work starts, under a unique `_id`, so concurrent
-repeats collapse onto one record: the first does the work, the others wait for its result.
-Only successful creations are remembered; a failed attempt removes its record, so the
-client may retry with the same key. Records expire after 24 hours (a TTL index in db.py).
+A POST with a key writes the key and its request's digest into the new user or order, under a
+unique index (db.py), so the outcome is exact however an attempt ends. A retry first looks
+the key up: if any attempt's write landed, even one whose request already answered 503 or
+lost its connection, that document is the answer. If none did, the retry writes it, and of
+two writes racing with one key the index keeps the first. There is no record apart from the
+write that an attempt dying at the wrong moment could leave behind, so no key can be stuck.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass
 
-from service.db import Document, DuplicateKeyError, Mongo
-from service.errors import Conflict, Unprocessable
-from service.ids import new_id
-from service.retry import RetryPolicy, retried
+import msgspec
 
-WAIT_FOR_FIRST_SECONDS = 1.5
-_POLL_SECONDS = 0.02
-Result = dict[str, Any]
+from service.db import (
+    IDEMPOTENCY_DIGEST,
+    IDEMPOTENCY_KEY,
+    Collection,
+    Document,
+    DuplicateKeyError,
+)
+from service.errors import Unprocessable
 
 
-class IdempotencyStore:
-    def __init__(self, mongo: Mongo, policy: RetryPolicy) -> None:
-        self._records = mongo.idempotency
-        self._policy = policy
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A client's key and the digest of the request it came with (what a reuse must match)."""
 
-    @retried("idempotency.claim")
-    async def _claim(self, record: Document) -> Document | None:
-        """Insert our record; on a clash return the record holding the key ({} if it just left).
+    key: str
+    digest: str
 
-        The record carries an `owner` token, so a retried insert whose first attempt landed
-        finds its own record and knows the key is ours.
-        """
-        try:
-            await self._records.insert_one(record)
-        except DuplicateKeyError:
-            holder = await self._records.find_one({"_id": record["_id"]})
-            if holder is None:
-                return {}
-            if holder.get("owner") != record["owner"]:
-                return holder
-        return None
+    @classmethod
+    def of(cls, key: str, request: str, body: msgspec.Struct) -> IdempotencyKey:
+        fingerprint = msgspec.json.encode([request, body], order="sorted")
+        return cls(key, hashlib.sha256(fingerprint).hexdigest())
 
-    @retried("idempotency.release")
-    async def _release(self, key: str, owner: str) -> None:
-        await self._records.delete_one({"_id": key, "owner": owner, "state": "pending"})
+    def stamp(self) -> Document:
+        return {IDEMPOTENCY_KEY: self.key, IDEMPOTENCY_DIGEST: self.digest}
 
-    @retried("idempotency.complete")
-    async def _complete(self, key: str, result: Result) -> None:
-        await self._records.update_one({"_id": key}, {"$set": {"state": "done", "result": result}})
+    def query(self) -> Document:
+        return {IDEMPOTENCY_KEY: self.key}
 
-    async def run(
-        self, key: str, fingerprint: bytes, create: Callable[[], Awaitable[Result]]
-    ) -> Result:
-        digest = hashlib.sha256(fingerprint).hexdigest()
-        owner = new_id()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT_FOR_FIRST_SECONDS
-        record: Document = {"_id": key, "owner": owner, "fingerprint": digest, "state": "pending"}
-        while (
-            holder := await self._claim({**record, "created_at": datetime.now(UTC)})
-        ) is not None:
-            if not holder:
-                continue  # the first attempt failed and let go of the key: take it
-            if holder["fingerprint"] != digest:
-                raise Unprocessable(
-                    "This Idempotency-Key was already used with a different request."
-                )
-            if holder["state"] == "done":
-                result: Result = holder["result"]
-                return result
-            if loop.time() > deadline:
-                raise Conflict(
-                    "A request with this Idempotency-Key is still in progress; retry shortly."
-                )
-            await asyncio.sleep(_POLL_SECONDS)
-        try:
-            result = await create()
-        except BaseException:
-            await self._release(key, owner)
-            raise
-        await self._complete(key, result)
-        return result
+    def check(self, document: Document) -> Document:
+        """The document this key created; 422 when the key came with another request."""
+        if document.get(IDEMPOTENCY_DIGEST) != self.digest:
+            raise Unprocessable("This Idempotency-Key was already used with a different request.")
+        return document
+
+
+async def insert_once(
+    collection: Collection, document: Document, scope: Document
+) -> Document | None:
+    """Insert `document` and return what is stored: ours, or the document holding our key.
+
+    A duplicate of our own fresh `_id` means an earlier attempt of this insert landed and
+    its reply was lost. A duplicate key in `scope` means another attempt of the same request
+    got there first. None: some other unique value (an email) belongs to someone else.
+    """
+    try:
+        await collection.insert_one(document)
+    except DuplicateKeyError:
+        if await collection.find_one({"_id": document["_id"]}, {"_id": 1}):
+            return document
+        if IDEMPOTENCY_KEY not in document:
+            return None
+        holder: Document | None = await collection.find_one(
+            {**scope, IDEMPOTENCY_KEY: document[IDEMPOTENCY_KEY]}
+        )
+        return holder
+    return document

@@ -1,17 +1,33 @@
-"""What one request may cost: the size of its head, and a bound on requests in flight.
+"""What one request may cost: the size of its head and body, the time its body may take,
+and a bound on requests in flight.
 
 aiohttp's own parser limits (set explicitly in app.py, a little above ours) reject
-pathological heads before any middleware runs, with a plain-text 400. Below those limits
-`check_head` answers with the precise problem+json status (414, 431). The in-flight
-bound sheds load with a fast 503 instead of queueing until clients time out.
+pathological heads before any middleware runs (service/connections.py answers those).
+Below those limits `check_head` answers with the precise problem+json status (414, 431).
+The body is read before the request takes an in-flight slot, under its own timeout, so
+clients that trickle bodies hold a connection, never a slot. The in-flight bound sheds
+load with a fast 503 instead of queueing until clients time out.
 """
 
 from __future__ import annotations
 
-from aiohttp import web
+import asyncio
+
+from aiohttp import HttpVersion11, web
 
 from service.config import ServerSettings
-from service.errors import HeadersTooLarge, Unavailable, UriTooLong
+from service.connections import mark_busy
+from service.errors import (
+    HeadersTooLarge,
+    InvalidInput,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unavailable,
+    UriTooLong,
+)
+
+MAX_BODY_BYTES = 64 * 1024
+_TOO_LARGE = f"The request body is too large (at most {MAX_BODY_BYTES} bytes)."
 
 
 class InFlight:
@@ -44,6 +60,50 @@ def check_head(request: web.Request, limits: ServerSettings) -> None:
         raise UriTooLong("The request line is too long.")
     if _head_size(request) > limits.max_header_bytes:
         raise HeadersTooLarge("The request headers are too large.")
+
+
+def _declared_too_large(request: web.BaseRequest) -> bool:
+    length = request.content_length
+    return length is not None and length > MAX_BODY_BYTES
+
+
+async def expect_continue(request: web.Request) -> None:
+    """aiohttp's `Expect: 100-continue` answer, withheld from a body declared too large:
+    the pipeline then answers 413 before the client sends a byte of it."""
+    if request.version < HttpVersion11 or _declared_too_large(request):
+        return
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed()
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the response proper has not started
+
+
+async def receive_body(request: web.Request, seconds: float) -> None:
+    """Read the whole body (cached for the handler's `read()`) within `seconds`.
+
+    413 at once for a declared length over the limit (aiohttp's read raises 413 for an
+    undeclared one); 408 when the client stalls; then the connection's work begins.
+    """
+    if request.body_exists:
+        if _declared_too_large(request):
+            raise PayloadTooLarge(_TOO_LARGE)
+        try:
+            async with asyncio.timeout(seconds):
+                await request.read()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"The request body did not arrive within {seconds:g} seconds."
+            ) from None
+        except (ConnectionError, RuntimeError):
+            # The client left, or the connection was closed at the cap: aiohttp raises
+            # RuntimeError for a read on a connection already gone.
+            if request.transport is not None:
+                raise
+            raise RequestTimeout("The connection closed before the body arrived.") from None
+        except web.RequestPayloadError:
+            # A body that is not what its Content-Encoding or framing says: a client error.
+            raise InvalidInput("The body could not be read as sent.") from None
+    mark_busy(request)
 
 
 def at_capacity() -> Unavailable:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextvars
 import ipaddress
-import itertools
 import logging
 import os
 import re
 import secrets
 import sys
 import time
+import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TextIO
@@ -78,7 +78,14 @@ def configure_logging(settings: LogSettings) -> None:
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(settings.level)))
 
 
+def _forget_batch(ids: weakref.ref[RequestIds]) -> None:
+    alive = ids()
+    if alive is not None:
+        alive._batch, alive._used = "", 0
+
+
 UNMATCHED = "<unmatched>"
+ID_BATCH = 256
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -86,20 +93,24 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 class RequestIds:
     """The id a request is known by: a sane incoming X-Request-ID, or a fresh one.
 
-    Fresh ids are a random per-process prefix and a counter (32 hex digits, like a
-    uuid4): unique across workers and restarts, without a system call per request.
+    Fresh ids are 128 random bits from the OS (32 hex digits, like a uuid4), so an id says
+    nothing about how many requests a worker has served. They are drawn ID_BATCH at a
+    time, one system call per batch; a forked child drops its parent's batch, or two
+    workers would hand out the same ids.
     """
 
     def __init__(self) -> None:
-        self._pid = 0
-        self._prefix = ""
-        self._counter = itertools.count()
+        self._batch = ""
+        self._used = 0
+        alive = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forget_batch(alive))
 
     def fresh(self) -> str:
-        pid = os.getpid()
-        if pid != self._pid:  # a forked worker must not continue its parent's sequence
-            self._pid, self._prefix, self._counter = pid, secrets.token_hex(8), itertools.count()
-        return f"{self._prefix}{next(self._counter):016x}"
+        start = self._used
+        if start >= len(self._batch):
+            self._batch, start = secrets.token_hex(16 * ID_BATCH), 0
+        self._used = start + 32
+        return self._batch[start : start + 32]
 
     def of(self, request: web.Request) -> str:
         incoming = request.headers.get(REQUEST_ID_HEADER)
@@ -115,32 +126,47 @@ def route_label(request: web.Request) -> str:
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class ClientAddress:
-    """The client's address: the peer, or X-Forwarded-For when the peer is a trusted proxy."""
+    """The client's address: the peer, or X-Forwarded-For when the peer is a trusted proxy.
+
+    Only what parses as an IP address is believed, and it is logged as parsed: anything
+    else in the header is the client's own text, which must not reach the access log.
+    """
 
     def __init__(self, trusted: tuple[str, ...]) -> None:
         self._trusted: list[Network] = [ipaddress.ip_network(n, strict=False) for n in trusted]
 
-    def _is_trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False
-        return any(ip in network for network in self._trusted)
+    def _is_trusted(self, address: IPAddress) -> bool:
+        return any(address in network for network in self._trusted)
 
     def of(self, request: web.Request) -> str:
         peer = request.remote or "-"
         forwarded = request.headers.get("X-Forwarded-For")
-        if not forwarded or not self._trusted or not self._is_trusted(peer):
+        if not forwarded or not self._trusted:
+            return peer
+        nearest = _address(peer)
+        if nearest is None or not self._is_trusted(nearest):
             return peer
         # Walk from the nearest hop outwards; the first untrusted address is the client.
-        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-        for hop in reversed(hops):
-            if not self._is_trusted(hop):
-                return hop
-        return hops[0] if hops else peer
+        # A hop that is no address ends the walk at the last proxy we trust.
+        for hop in reversed(forwarded.split(",")):
+            address = _address(hop)
+            if address is None:
+                break
+            nearest = address
+            if not self._is_trusted(address):
+                break
+        return str(nearest) if nearest is not None else peer
+
+
+def _address(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
 
 
 CLIENT_ADDRESS = web.AppKey("client_address", ClientAddress)

@@ -7,10 +7,11 @@ directory: a plain memory write, no system call, visible to the other workers at
 A scrape, answered by whichever worker, sums every file into a fresh registry and
 renders that: counters and histograms are exact totals over all workers at that instant.
 When a worker dies, gunicorn's `child_exit` hook folds its counters and histograms into
-an archive file (totals never go backwards) and drops its gauges (they described a
-process that is gone). Without a directory (`python -m service`, tests) the same samples
-live in a dict. Either way a scrape builds an aioprometheus registry from the samples and
-renders it, so recording a request costs a few additions and nothing more.
+an archive file (totals never go backwards) and drops its gauges and per-process series
+(they described a process that is gone); when the master exits, the samples go too (and
+the directory, if it made it). Without a directory (`python -m service`, tests) the same
+samples live in a dict. Either way a scrape builds an aioprometheus registry from the
+samples and renders it, so recording a request costs a few additions and nothing more.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import mmap
 import os
 import platform
 import struct
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -42,6 +44,7 @@ from service.background import every, running
 from service.config import SETTINGS
 from service.db import CommandListener
 from service.logs import route_label
+from service.responses import name_server
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # A service answering in 1-500 ms: resolution where it lives, and a tail for trouble.
@@ -53,7 +56,7 @@ class Spec:
     name: str
     kind: str  # counter | gauge | histogram
     doc: str
-    per_process: bool = False  # gauges that describe one live process (labelled by pid)
+    per_process: bool = False  # describes one live process (labelled by pid under gunicorn)
 
 
 SPECS = (
@@ -67,7 +70,7 @@ SPECS = (
     Spec("db_operation_duration_seconds", "histogram", "MongoDB command time, by outcome."),
     Spec("db_retries_total", "counter", "Database calls retried, by operation and error."),
     Spec("process_resident_memory_bytes", "gauge", "Resident memory.", True),
-    Spec("process_cpu_seconds_total", "gauge", "CPU time used (user + system).", True),
+    Spec("process_cpu_seconds_total", "counter", "CPU time used (user + system).", True),
     Spec("process_open_fds", "gauge", "Open file descriptors.", True),
     Spec("process_start_time_seconds", "gauge", "Start time, seconds since the epoch.", True),
 )
@@ -164,15 +167,45 @@ def _directory_lock(directory: Path, exclusive: bool) -> Iterator[None]:
         yield
 
 
-def prepare_directory(directory: Path) -> None:
-    """Start a server's life with an empty directory (called once, by the gunicorn master)."""
-    directory.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True, slots=True)
+class SampleDirectory:
+    """The directory a gunicorn master shares with its workers, and whether it made it."""
+
+    path: Path
+    created: bool
+
+
+def claim_directory(configured: str) -> SampleDirectory:
+    """The configured directory, or a fresh temporary one, emptied of a previous run's samples
+    (called once, by the gunicorn master)."""
+    if not configured:
+        made = tempfile.mkdtemp(prefix="user-service-metrics-")
+        return SampleDirectory(Path(made), created=True)
+    path = Path(configured)
+    created = not path.is_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    _remove_samples(path)
+    return SampleDirectory(path, created)
+
+
+def release_directory(directory: SampleDirectory) -> None:
+    """Remove what the server wrote, and the directory too if the server made it: nothing
+    is left behind in the temporary directory, run after run."""
+    _remove_samples(directory.path)
+    (directory.path / ".lock").unlink(missing_ok=True)
+    if directory.created:
+        with contextlib.suppress(OSError):  # someone else put a file there: leave it
+            directory.path.rmdir()
+
+
+def _remove_samples(directory: Path) -> None:
     for path in directory.glob("*.samples"):
-        path.unlink()
+        path.unlink(missing_ok=True)
 
 
 def retire_worker(directory: Path, pid: int) -> None:
-    """Fold a dead worker's counters and histograms into the archive; drop its gauges."""
+    """Fold a dead worker's counters and histograms into the archive; drop its gauges and
+    per-process series (a new worker starts its own)."""
     path = directory / f"worker-{pid}.samples"
     if not path.exists():
         return
@@ -180,7 +213,8 @@ def retire_worker(directory: Path, pid: int) -> None:
         archive = SampleFile(directory / "archive.samples")
         try:
             for key, value in read_samples(path).items():
-                if _SPEC[json.loads(key)[0]].kind != "gauge":
+                spec = _SPEC[json.loads(key)[0]]
+                if spec.kind != "gauge" and not spec.per_process:
                     archive.add(key, value)
         finally:
             archive.close()
@@ -258,12 +292,11 @@ class Metrics:
 
     def _observe(self, name: str, labels: dict[str, str], value: float) -> None:
         index = bisect.bisect_left(LATENCY_BUCKETS, value)
-        bucket = _BUCKET_PARTS[index]
-        keys = [self._key(name, labels, part) for part in (bucket, "sum", "count")]
+        bucket = self._key(name, labels, _BUCKET_PARTS[index])
+        total = self._key(name, labels, "sum")
         with self._lock:
-            self._store.add(keys[0], 1.0)
-            self._store.add(keys[1], value)
-            self._store.add(keys[2], 1.0)
+            self._store.add(bucket, 1.0)
+            self._store.add(total, value)
 
     def _keys_for_request(self, method: str, route: str, status: int) -> _RequestKeys:
         found = self._request_keys.get((method, route, status))
@@ -275,7 +308,6 @@ class Metrics:
                 self._key("http_requests_total", {**labels, "status": str(status)}),
                 tuple(self._key(name, labels, part) for part in _BUCKET_PARTS),
                 self._key(name, labels, "sum"),
-                self._key(name, labels, "count"),
             )
             self._request_keys[(method, route, status)] = found
         return found
@@ -290,7 +322,7 @@ class Metrics:
             self._store.add(key, 1.0)
 
     def request_finished(self, method: str, route: str, status: int, seconds: float) -> None:
-        """The hot path: five additions under keys computed once per (method, route, status)."""
+        """The hot path: four additions under keys computed once per (method, route, status)."""
         keys = self._keys_for_request(method, route, status)
         bucket = keys.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)]
         with self._lock:
@@ -299,7 +331,6 @@ class Metrics:
             store.add(keys.total, 1.0)
             store.add(bucket, 1.0)
             store.add(keys.sum, seconds)
-            store.add(keys.count, 1.0)
 
     def cache_event(self, cache: str, event: str) -> None:
         """Once per cached read: the key is looked up, not built."""
@@ -353,7 +384,6 @@ class _RequestKeys:
     total: str
     buckets: tuple[str, ...]  # one per LATENCY_BUCKETS bound, then +Inf
     sum: str
-    count: str
 
 
 _BUCKET_PARTS = (*(str(bound) for bound in LATENCY_BUCKETS), "+Inf")
@@ -374,7 +404,13 @@ def _new_collectors(registry: Registry) -> dict[str, Any]:
 
 
 def registry_from(samples: Mapping[str, float]) -> Registry:
-    """An aioprometheus registry holding these samples (histograms rebuilt from buckets)."""
+    """An aioprometheus registry holding these samples.
+
+    A histogram is stored as one count per bucket (each observation in one) and a sum;
+    here the buckets become cumulative and the +Inf bucket, which is the count, their
+    total. Deriving the count keeps `le="+Inf"` == `_count` even when a scrape reads a
+    file between a worker's additions.
+    """
     registry = Registry()
     collectors = _new_collectors(registry)
     histograms: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
@@ -386,11 +422,11 @@ def registry_from(samples: Mapping[str, float]) -> Registry:
             collectors[name].set(dict(pairs), value)
     for (name, pairs), parts in histograms.items():
         merged = aioprometheus_histogram.Histogram(*LATENCY_BUCKETS)
-        running = 0.0
-        for bound in LATENCY_BUCKETS:
-            running += parts.get(str(bound), 0.0)
-            merged.buckets[bound] = int(running)
-        merged.observations = int(parts.get("count", 0.0))
+        running = 0
+        for bound, part in zip(merged.buckets, _BUCKET_PARTS, strict=True):
+            running += int(parts.get(part, 0.0))
+            merged.buckets[bound] = running
+        merged.observations = running
         merged.sum = parts.get("sum", 0.0)
         collectors[name].set_value(dict(json.loads(pairs)), merged)
     return registry
@@ -489,7 +525,8 @@ async def metrics_server_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     scrape = web.Application()
     scrape[METRICS] = app[METRICS]
-    scrape.router.add_get("/metrics", metrics_handler, allow_head=False)
+    scrape.router.add_get("/metrics", metrics_handler)
+    scrape.on_response_prepare.append(name_server)
     runner = web.AppRunner(scrape, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.metrics.port, reuse_port=True)

@@ -9,31 +9,31 @@ aggregate's ETag is derived from it, which makes `If-Match` one conditional upda
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
 import msgspec
 import orjson
 from aiohttp import web
 
 from service.cache import Cached, ResponseCache
-from service.db import Document, DuplicateKeyError, Mongo
+from service.cursors import Cursors, OrderPosition, UserPosition
+from service.db import IDEMPOTENCY_DIGEST, IDEMPOTENCY_KEY, Document, DuplicateKeyError, Mongo
 from service.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
-from service.idempotency import IdempotencyStore
+from service.idempotency import IdempotencyKey, insert_once
 from service.ids import new_id
 from service.retry import RetryPolicy, call_with_retries, retried
-from service.schemas import Id, OrderCreate, UserCreate, UserPatch
+from service.schemas import OrderCreate, UserCreate, UserPatch
 
 ORDER_HISTORY_LIMIT = 100
 REPRESENTATION = "1"  # bump when a response shape changes: old ETags then stop matching
+ANY_TAG = "*"  # in a list of entity tags: any current representation
 Plain = dict[str, Any]
-# `version` drives ETags; `last_write` makes a retried update recognisable (see _apply_once).
-_HIDDEN_FIELDS = frozenset({"_id", "version", "last_write"})
+# `version` drives ETags; `last_write` makes a retried update recognisable (see _apply_once);
+# the idempotency fields hold the key of the POST that created the document.
+_HIDDEN_FIELDS = frozenset({"_id", "version", "last_write", IDEMPOTENCY_KEY, IDEMPOTENCY_DIGEST})
 
 
 def format_time(value: datetime) -> str:
@@ -66,64 +66,33 @@ def order_etag(order_id: str) -> str:
     return f'"o{REPRESENTATION}-{order_id}"'
 
 
-def versions_matching(if_match: Sequence[str]) -> list[int] | None:
-    """The user versions an If-Match list accepts; None for `*` (any current version)."""
-    if "*" in if_match:
-        return None
+def versions_matching(tags: Sequence[str]) -> list[int]:
+    """The user versions whose ETag is among `tags` (tags of other shapes match none)."""
     prefix = f'"u{REPRESENTATION}-'
     versions = []
-    for tag in if_match:
+    for tag in tags:
         if tag.startswith(prefix) and tag.endswith('"') and tag[len(prefix) : -1].isdigit():
             versions.append(int(tag[len(prefix) : -1]))
     return versions
 
 
-# --- cursors -------------------------------------------------------------------------
-# A cursor is base64url(JSON position) + "." + a MAC: opaque to clients, and any change to
-# it is detected and answered 400. It is an integrity check, not a secret.
-_CURSOR_KEY = b"user-service cursor v1"
-_YEAR_10000_MS = 253_402_300_800_000
+def version_condition(
+    if_match: Sequence[str] | None, if_none_match: Sequence[str] | None
+) -> Document | None:
+    """The filter on `version` that makes a write conditional; None for an unconditional one.
 
-
-def encode_cursor(position: dict[str, Any]) -> str:
-    payload = base64.urlsafe_b64encode(msgspec.json.encode(position)).rstrip(b"=")
-    mac = hmac.new(_CURSOR_KEY, payload, hashlib.sha256).digest()[:12]
-    return f"{payload.decode()}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
-
-
-class UserPosition(msgspec.Struct, forbid_unknown_fields=True):
-    id: Id
-
-
-class OrderPosition(msgspec.Struct, forbid_unknown_fields=True):
-    t: Annotated[int, msgspec.Meta(ge=0, lt=_YEAR_10000_MS)]  # created_at, ms since the epoch
-    id: Id
-
-
-P = TypeVar("P", UserPosition, OrderPosition)
-
-
-def decode_cursor(cursor: str, kind: type[P]) -> P:
-    """The position in a cursor this service made; anything else is a 400.
-
-    The key is in the source, so a client can forge a well-signed cursor: its position is
-    validated as strictly as a request body (types, bounds, no extra keys).
+    `*` in If-Match asks only that the user exists (the write's own filter); `*` in
+    If-None-Match asks that it does not, which no version of an existing user satisfies.
     """
-    bad = InvalidInput(
-        "The `after` cursor is not valid.",
-        errors=[{"pointer": "after", "detail": "tampered or malformed"}],
-    )
-    payload, _, mac = cursor.partition(".")
-    try:
-        expected = hmac.new(_CURSOR_KEY, payload.encode("ascii"), hashlib.sha256).digest()[:12]
-        given = base64.urlsafe_b64decode(mac + "=" * (-len(mac) % 4))
-        if not hmac.compare_digest(expected, given):
-            raise bad
-        return msgspec.json.decode(
-            base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)), type=kind
-        )
-    except (ValueError, msgspec.DecodeError):
-        raise bad from None
+    condition: Document = {}
+    if if_match is not None and ANY_TAG not in if_match:
+        condition["$in"] = versions_matching(if_match)
+    if if_none_match is not None:
+        if ANY_TAG in if_none_match:
+            condition["$in"] = []
+        else:
+            condition["$nin"] = versions_matching(if_none_match)
+    return condition or None
 
 
 # --- collections ---------------------------------------------------------------------
@@ -142,15 +111,17 @@ class UsersRepository:
     async def exists(self, user_id: str) -> bool:
         return await self._mongo.users.find_one({"_id": user_id}, {"_id": 1}) is not None
 
+    @retried("users.find_by_key")
+    async def find_by_key(self, key: IdempotencyKey) -> Document | None:
+        return await self._mongo.users.find_one(key.query())
+
     @retried("users.insert")
-    async def insert(self, document: Document) -> None:
-        """Insert; a duplicate of our own fresh `_id` means an earlier attempt already landed."""
-        try:
-            await self._mongo.users.insert_one(document)
-        except DuplicateKeyError:
-            if await self._mongo.users.find_one({"_id": document["_id"]}, {"_id": 1}):
-                return
-            raise Conflict("A user with this email already exists.") from None
+    async def insert(self, document: Document) -> Document:
+        """Insert; the stored user: ours, or the one an earlier attempt with our key made."""
+        stored = await insert_once(self._mongo.users, document, {})
+        if stored is None:
+            raise Conflict("A user with this email already exists.")
+        return stored
 
     @retried("users.page")
     async def page(self, limit: int, after_id: str | None) -> list[Document]:
@@ -158,13 +129,19 @@ class UsersRepository:
         cursor = self._mongo.users.find(query).sort("_id", 1).limit(limit)
         return await cursor.to_list(length=limit)
 
+    @retried("users.version")
+    async def version(self, user_id: str) -> int | None:
+        """The user's current version, None when there is no such user."""
+        document = await self._mongo.users.find_one({"_id": user_id}, {"version": 1})
+        return None if document is None else int(document.get("version", 0))
+
     async def update(
-        self, user_id: str, changes: Document, versions: list[int] | None
+        self, user_id: str, changes: Document, version: Document | None
     ) -> Document | None:
-        """Apply `changes` if the user exists (at one of `versions`, when given)."""
+        """Apply `changes` if the user exists (and its version meets `version`, when given)."""
         query: Document = {"_id": user_id}
-        if versions is not None:
-            query["version"] = {"$in": versions}
+        if version is not None:
+            query["version"] = version
         try:
             return await self._apply_once(query, {"$set": changes, "$inc": {"version": 1}})
         except DuplicateKeyError:
@@ -216,10 +193,10 @@ class UsersRepository:
 
         return await call_with_retries(self._policy, "users.update", attempt)
 
-    async def delete(self, user_id: str, versions: list[int] | None) -> bool:
+    async def delete(self, user_id: str, version: Document | None) -> bool:
         query: Document = {"_id": user_id}
-        if versions is not None:
-            query["version"] = {"$in": versions}
+        if version is not None:
+            query["version"] = version
         attempts = 0
 
         async def attempt() -> bool:
@@ -258,14 +235,15 @@ class OrdersRepository:
     async def find(self, order_id: str) -> Document | None:
         return await self._mongo.orders.find_one({"_id": order_id})
 
+    @retried("orders.find_by_key")
+    async def find_by_key(self, user_id: str, key: IdempotencyKey) -> Document | None:
+        return await self._mongo.orders.find_one({"user_id": user_id, **key.query()})
+
     @retried("orders.insert")
-    async def insert(self, document: Document) -> None:
-        """Insert; a duplicate of our own fresh `_id` means an earlier attempt already landed."""
-        try:
-            await self._mongo.orders.insert_one(document)
-        except DuplicateKeyError:
-            if not await self._mongo.orders.find_one({"_id": document["_id"]}, {"_id": 1}):
-                raise
+    async def insert(self, document: Document) -> Document | None:
+        """Insert; the stored order: ours, or the one an earlier attempt with our key made
+        (None if that one was deleted, with its user, in between)."""
+        return await insert_once(self._mongo.orders, document, {"user_id": document["user_id"]})
 
     @retried("orders.delete")
     async def delete(self, order_id: str) -> None:
@@ -302,11 +280,13 @@ class Page:
 class Repository:
     """The handlers' single entry point: the use cases and the business rules behind them."""
 
-    def __init__(self, mongo: Mongo, policy: RetryPolicy, cache: ResponseCache | None) -> None:
+    def __init__(
+        self, mongo: Mongo, policy: RetryPolicy, cache: ResponseCache | None, cursors: Cursors
+    ) -> None:
         self.users = UsersRepository(mongo, policy)
         self.orders = OrdersRepository(mongo, policy)
-        self.idempotency = IdempotencyStore(mongo, policy)
         self._cache = cache
+        self._cursors = cursors
 
     async def _cached(
         self, kind: str, ident: str, load: Callable[[], Awaitable[Versioned]]
@@ -342,33 +322,41 @@ class Repository:
         return Versioned(aggregate, user_etag(int(user.get("version", 0))))
 
     async def create_user(self, data: UserCreate, idempotency_key: str | None) -> Plain:
-        async def create() -> Plain:
-            moment = now()
-            document = {
-                "_id": new_id(),
-                "name": data.name.strip(),
-                "email": data.email.lower(),
-                "created_at": moment,
-                "updated_at": moment,
-                "version": 0,
-            }
-            await self.users.insert(document)
-            return to_plain(document)
-
-        if idempotency_key is None:
-            return await create()
-        fingerprint = msgspec.json.encode(["POST /users", data], order="sorted")
-        return await self.idempotency.run(f"users:{idempotency_key}", fingerprint, create)
+        """A new user; with a key, the user that key created if any attempt of it landed."""
+        key = (
+            None
+            if idempotency_key is None
+            else IdempotencyKey.of(idempotency_key, "POST /users", data)
+        )
+        if key is not None and (found := await self.users.find_by_key(key)) is not None:
+            return to_plain(key.check(found))
+        moment = now()
+        document = {
+            "_id": new_id(),
+            "name": data.name.strip(),
+            "email": data.email.lower(),
+            "created_at": moment,
+            "updated_at": moment,
+            "version": 0,
+        }
+        if key is not None:
+            document.update(key.stamp())
+        stored = await self.users.insert(document)
+        return to_plain(stored if key is None else key.check(stored))
 
     async def list_users(self, limit: int, after: str | None) -> Page:
-        after_id = None if after is None else decode_cursor(after, UserPosition).id
+        after_id = None if after is None else self._cursors.decode(after, UserPosition).id
         documents = await self.users.page(limit + 1, after_id)
         items = [to_plain(document) for document in documents[:limit]]
         more = len(documents) > limit
-        return Page(items, encode_cursor({"id": items[-1]["id"]}) if more else None)
+        return Page(items, self._cursors.encode({"id": items[-1]["id"]}) if more else None)
 
     async def update_user(
-        self, user_id: str, patch: UserPatch, if_match: Sequence[str] | None
+        self,
+        user_id: str,
+        patch: UserPatch,
+        if_match: Sequence[str] | None,
+        if_none_match: Sequence[str] | None = None,
     ) -> Versioned:
         changes: Document = {}
         if isinstance(patch.name, str):
@@ -381,65 +369,84 @@ class Repository:
                 errors=[{"pointer": "", "detail": "empty patch"}],
             )
         changes["updated_at"] = now()
-        versions = None if if_match is None else versions_matching(if_match)
-        updated = await self.users.update(user_id, changes, versions)
+        condition = version_condition(if_match, if_none_match)
+        updated = await self.users.update(user_id, changes, condition)
         if updated is None:
-            await self._explain_miss(user_id, if_match)
+            await self._explain_miss(user_id, if_match, if_none_match)
         assert updated is not None
         await self._invalidate(("user", user_id))
         return Versioned(to_plain(updated), user_etag(int(updated["version"])))
 
-    async def delete_user(self, user_id: str, if_match: Sequence[str] | None) -> None:
+    async def delete_user(
+        self,
+        user_id: str,
+        if_match: Sequence[str] | None,
+        if_none_match: Sequence[str] | None = None,
+    ) -> None:
         """Delete the user, then their orders (a user's orders never outlive them)."""
-        versions = None if if_match is None else versions_matching(if_match)
+        condition = version_condition(if_match, if_none_match)
         order_ids = await self.orders.ids_for_user(user_id)
-        if not await self.users.delete(user_id, versions):
-            await self._explain_miss(user_id, if_match)
+        if not await self.users.delete(user_id, condition):
+            await self._explain_miss(user_id, if_match, if_none_match)
         await self.orders.delete_for_user(user_id)
         await self._invalidate(("user", user_id), *(("order", order_id) for order_id in order_ids))
 
-    async def _explain_miss(self, user_id: str, if_match: Sequence[str] | None) -> None:
-        """A conditional write matched nothing: the user is gone, or it changed meanwhile."""
-        if if_match is not None and await self.users.exists(user_id):
-            raise PreconditionFailed("The user has changed since the given ETag (If-Match).")
-        raise NotFound(f"No user with id {user_id!r}.")
+    async def _explain_miss(
+        self, user_id: str, if_match: Sequence[str] | None, if_none_match: Sequence[str] | None
+    ) -> None:
+        """A write matched nothing: the user is gone, or a precondition failed (which one)."""
+        version = None
+        if if_match is not None or if_none_match is not None:
+            version = await self.users.version(user_id)
+        if version is None:
+            raise NotFound(f"No user with id {user_id!r}.")
+        current = user_etag(version)
+        if if_none_match is not None and (ANY_TAG in if_none_match or current in if_none_match):
+            if ANY_TAG in if_none_match:
+                raise PreconditionFailed("The user exists; `If-None-Match: *` asks that it not.")
+            raise PreconditionFailed("The user's current ETag is one If-None-Match lists.")
+        raise PreconditionFailed("The user has changed since the given ETag (If-Match).")
 
     async def create_order(
         self, user_id: str, data: OrderCreate, idempotency_key: str | None
     ) -> Plain:
-        async def create() -> Plain:
-            # Bumping the user's version both proves the user exists and retires the
-            # aggregate's ETag, which is about to change.
-            if not await self.users.bump_version(user_id):
-                raise NotFound(f"No user with id {user_id!r}.")
-            order_id = new_id()
-            document = {
-                "_id": order_id,
-                "user_id": user_id,
-                "amount": data.amount,
-                "currency": data.currency,
-                "items": [msgspec.structs.asdict(item) for item in data.items],
-                "created_at": now(),
-            }
-            await self.orders.insert(document)
-            if not await self.users.exists(user_id):
-                # The user was deleted while we wrote: do not leave an orphan behind.
-                await self.orders.delete(order_id)
-                raise NotFound(f"No user with id {user_id!r}.")
-            await self._invalidate(("user", user_id))  # the aggregate lists this order now
-            return to_plain(document)
-
-        if idempotency_key is None:
-            return await create()
-        fingerprint = msgspec.json.encode([f"POST /users/{user_id}/orders", data], order="sorted")
-        return await self.idempotency.run(
-            f"orders:{user_id}:{idempotency_key}", fingerprint, create
-        )
+        """A new order; with a key, the order that key created if any attempt of it landed."""
+        key = None
+        if idempotency_key is not None:
+            request = f"POST /users/{user_id}/orders"
+            key = IdempotencyKey.of(idempotency_key, request, data)
+            found = await self.orders.find_by_key(user_id, key)
+            if found is not None:
+                # The attempt that stored it may have died before invalidating the cache.
+                await self._invalidate(("user", user_id))
+                return to_plain(key.check(found))
+        # Bumping the user's version both proves the user exists and retires the
+        # aggregate's ETag, which is about to change.
+        if not await self.users.bump_version(user_id):
+            raise NotFound(f"No user with id {user_id!r}.")
+        order_id = new_id()
+        document = {
+            "_id": order_id,
+            "user_id": user_id,
+            "amount": data.amount,
+            "currency": data.currency,
+            "items": [msgspec.structs.asdict(item) for item in data.items],
+            "created_at": now(),
+        }
+        if key is not None:
+            document.update(key.stamp())
+        stored = await self.orders.insert(document)
+        if stored is None or not await self.users.exists(user_id):
+            # The user was deleted while we wrote: do not leave an orphan behind.
+            await self.orders.delete(order_id)
+            raise NotFound(f"No user with id {user_id!r}.")
+        await self._invalidate(("user", user_id))  # the aggregate lists this order now
+        return to_plain(stored if key is None else key.check(stored))
 
     async def list_orders(self, user_id: str, limit: int, after: str | None) -> Page:
         position = None
         if after is not None:
-            cursor = decode_cursor(after, OrderPosition)
+            cursor = self._cursors.decode(after, OrderPosition)
             position = (datetime.fromtimestamp(cursor.t / 1000, UTC), cursor.id)
         exists, documents = await asyncio.gather(
             self.users.exists(user_id), self.orders.newest_for_user(user_id, limit + 1, position)
@@ -451,7 +458,7 @@ class Repository:
         if len(documents) > limit:
             last = shown[-1]
             millis = int(last["created_at"].timestamp() * 1000)
-            next_cursor = encode_cursor({"t": millis, "id": last["_id"]})
+            next_cursor = self._cursors.encode({"t": millis, "id": last["_id"]})
         return Page([to_plain(document) for document in shown], next_cursor)
 
     async def get_order(self, order_id: str) -> Versioned:

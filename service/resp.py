@@ -9,18 +9,81 @@ which Redis sends in order. Everything else the cache does still goes through ai
 Failure is bounded like any cache call: connecting, and every reply, must finish within
 `timeout`; otherwise the connection is dropped, every command waiting on it fails with
 TimeoutError, and the next call connects afresh.
+
+Where to connect and how is redis-py's reading of the URL (`RedisTarget`), shared with
+aiocache's client: TLS for `rediss://` with redis-py's own SSL context (`ssl_ca_certs`,
+`ssl_cert_reqs`, ... in the query), an ACL user name, the password and the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import hiredis
-from redis.exceptions import ResponseError
+from redis.asyncio.connection import ConnectionPool, SSLConnection, parse_url
+from redis.exceptions import RedisError, ResponseError
+
+# Set by the URL but not for the pool's connections: aiocache passes them itself.
+_OWN_OPTIONS = ("host", "port", "db", "password", "max_connections")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """A Redis URL as redis-py reads it, parsed once for both of the cache's clients.
+
+    `redis://[user:password@]host[:port][/db][?option=value...]`, or `rediss://` for TLS;
+    the options are redis-py's (`ssl_ca_certs`, `ssl_cert_reqs`, `ssl_check_hostname`,
+    `socket_timeout`, ...). The pipelined hit path uses the address, TLS, user, password
+    and database; aiocache's client takes everything.
+    """
+
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None = field(repr=False)
+    tls: ssl.SSLContext | None
+    max_connections: int | None
+    pool_options: dict[str, Any] = field(repr=False)  # the rest, for redis-py's pool
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisTarget:
+        """Read `url`, or raise ValueError saying why it is unusable (never echoing it)."""
+        try:
+            options = cast(dict[str, Any], parse_url(url))
+            if "path" in options:
+                raise ValueError("unix sockets are not supported: use redis:// or rediss://")
+            path = urlsplit(url).path.strip("/")
+            if path and not path.isdigit():
+                raise ValueError(f"the path must be a database number, got /{path}")
+            # Building a connection object does no I/O; it refuses options redis-py does
+            # not know and settings it cannot use, and loads the TLS files the URL names.
+            connection = ConnectionPool(**options).make_connection()  # type: ignore[no-untyped-call]
+            tls = connection.ssl_context.get() if isinstance(connection, SSLConnection) else None
+        except TypeError as error:  # an option redis-py's connections do not take
+            option = str(error).rpartition(" ")[2]
+            raise ValueError(f"unknown option {option}") from None
+        except RedisError as error:
+            raise ValueError(str(error)) from None
+        except OSError as error:  # ssl.SSLError included
+            raise ValueError(f"the TLS files it names cannot be used ({error})") from None
+        return cls(
+            host=options.get("host", "localhost"),
+            port=options.get("port", 6379),
+            db=options.get("db", 0),
+            username=options.get("username"),
+            password=options.get("password"),
+            tls=tls,
+            max_connections=options.get("max_connections"),
+            pool_options={k: v for k, v in options.items() if k not in _OWN_OPTIONS},
+        )
 
 
 def pack(*args: bytes) -> bytes:
@@ -81,11 +144,17 @@ class _Connection(asyncio.Protocol):
 
 
 class PipelinedRedis:
-    def __init__(self, host: str, port: int, db: int, password: str | None, timeout: float) -> None:
-        self._address = (host, port)
-        self._setup = [pack(b"AUTH", password.encode())] if password else []
-        if db:
-            self._setup.append(pack(b"SELECT", str(db).encode()))
+    def __init__(self, target: RedisTarget, timeout: float) -> None:
+        self._target = target
+        self._setup: list[bytes] = []
+        if target.username:  # an ACL user (Redis 6+); a user with `nopass` takes any password
+            self._setup.append(
+                pack(b"AUTH", target.username.encode(), (target.password or "").encode())
+            )
+        elif target.password:
+            self._setup.append(pack(b"AUTH", target.password.encode()))
+        if target.db:
+            self._setup.append(pack(b"SELECT", str(target.db).encode()))
         self._timeout = timeout
         self._connection: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
@@ -133,7 +202,9 @@ class PipelinedRedis:
         connection: _Connection | None = None
         try:
             async with asyncio.timeout(self._timeout):
-                _, connection = await loop.create_connection(_Connection, *self._address)
+                _, connection = await loop.create_connection(
+                    _Connection, self._target.host, self._target.port, ssl=self._target.tls
+                )
                 for command in self._setup:  # AUTH, SELECT: their errors fail the connect
                     future: asyncio.Future[Any] = loop.create_future()
                     connection.send(command, future)

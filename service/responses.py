@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -10,6 +10,8 @@ from aiohttp import web
 
 JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
+# Sent instead of aiohttp's default "Python/3.x aiohttp/3.y": versions help only an attacker.
+SERVER = "user-service"
 
 
 def json_response(
@@ -30,3 +32,14 @@ def raw_json_response(
     if headers:
         merged.update(headers)
     return web.Response(body=body, status=status, headers=merged)
+
+
+def add_vary(headers: MutableMapping[str, str], name: str) -> None:
+    """Add a request header to Vary (compression and CORS each add theirs)."""
+    current = headers.get("Vary")
+    headers["Vary"] = f"{current}, {name}" if current else name
+
+
+async def name_server(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """on_response_prepare, for apps outside the request pipeline (the metrics port)."""
+    response.headers["Server"] = SERVER

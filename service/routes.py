@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from msgspec import Struct
 
-from service.config import SETTINGS
-from service.handlers import health, openapi, orders, users
+from service.config import SETTINGS, Settings
+from service.handlers import docs, health, openapi, orders, users
+from service.limits import expect_continue
 from service.metrics import metrics_handler
 from service.schemas import (
     Health,
@@ -25,6 +27,29 @@ from service.schemas import (
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    """An OpenAPI link: how a success response leads to another operation's parameters."""
+
+    name: str
+    target: Handler
+    # Parameter name (a header's as `header.If-Match`) -> runtime expression.
+    parameters: tuple[tuple[str, str], ...]
+
+
+def link(name: str, target: Handler, **parameters: str) -> Link:
+    """A link filling `target`'s parameters from runtime expressions (`$response.body#/id`)."""
+    return Link(name, target, tuple(parameters.items()))
+
+
+def _docs_enabled(settings: Settings) -> bool:
+    return settings.docs.enabled
+
+
+def _metrics_on_api_port(settings: Settings) -> bool:
+    return settings.metrics.port == 0
+
+
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     method: str
     path: str
@@ -37,43 +62,79 @@ class Endpoint:
     query: tuple[str, ...] = ()
     headers: tuple[str, ...] = ()
     errors: tuple[int, ...] = ()
+    # Response headers of the success answer (ETag, Location), and where it leads.
+    ok_headers: tuple[str, ...] = ()
+    links: tuple[Link, ...] = ()
     public: bool = True  # False: served, but not part of the documented API
+    served_if: Callable[[Settings], bool] | None = None  # None: always served
 
 
+_USER_FROM_BODY = "$response.body#/id"
+_IF_MATCH_FROM_ETAG = {"header.If-Match": "$response.header.ETag"}
 ENDPOINTS = (
     Endpoint("POST", "/users", users.create_user, "Create a user", 201, User, UserCreate,
-             headers=("Idempotency-Key",), errors=(409, 422)),
+             headers=("Idempotency-Key",), errors=(409, 422), ok_headers=("Location",),
+             links=(link("get_user", users.get_user, user_id=_USER_FROM_BODY),
+                    link("patch_user", users.patch_user, user_id=_USER_FROM_BODY),
+                    link("delete_user", users.delete_user, user_id=_USER_FROM_BODY),
+                    link("create_order", orders.create_order, user_id=_USER_FROM_BODY),
+                    link("list_orders", orders.list_orders, user_id=_USER_FROM_BODY))),
     Endpoint("GET", "/users", users.list_users, "Page through users", 200, UserPage,
              query=("limit", "after")),
     Endpoint("GET", "/users/{user_id}", users.get_user, "A user and their 100 newest orders",
-             200, UserWithOrders, headers=("If-None-Match",), errors=(304, 404)),
+             200, UserWithOrders, headers=("If-None-Match",), errors=(304, 404),
+             ok_headers=("ETag",),
+             links=(link("patch_user", users.patch_user, user_id="$response.body#/user/id",
+                         **_IF_MATCH_FROM_ETAG),
+                    link("delete_user", users.delete_user, user_id="$response.body#/user/id",
+                         **_IF_MATCH_FROM_ETAG),
+                    link("create_order", orders.create_order, user_id="$response.body#/user/id"),
+                    link("list_orders", orders.list_orders, user_id="$response.body#/user/id"))),
     Endpoint("PATCH", "/users/{user_id}", users.patch_user, "Change a user's name or email",
-             200, User, UserPatch, headers=("If-Match",), errors=(404, 409, 412)),
+             200, User, UserPatch, headers=("If-Match", "If-None-Match"),
+             errors=(404, 409, 412), ok_headers=("ETag",),
+             links=(link("get_user", users.get_user, user_id=_USER_FROM_BODY),)),
     Endpoint("DELETE", "/users/{user_id}", users.delete_user, "Delete a user and their orders",
-             204, headers=("If-Match",), errors=(404, 412)),
+             204, headers=("If-Match", "If-None-Match"), errors=(404, 412)),
     Endpoint("POST", "/users/{user_id}/orders", orders.create_order, "Place an order", 201,
-             Order, OrderCreate, headers=("Idempotency-Key",), errors=(404, 409, 422)),
+             Order, OrderCreate, headers=("Idempotency-Key",), errors=(404, 422),
+             ok_headers=("Location",),
+             links=(link("get_order", orders.get_order, order_id="$response.body#/id"),
+                    link("get_user", users.get_user, user_id="$response.body#/user_id"),
+                    link("list_orders", orders.list_orders, user_id="$response.body#/user_id"))),
     Endpoint("GET", "/users/{user_id}/orders", orders.list_orders,
              "Page through a user's orders, newest first", 200, OrderPage,
              query=("limit", "after"), errors=(404,)),
     Endpoint("GET", "/orders/{order_id}", orders.get_order, "One order", 200, Order,
-             headers=("If-None-Match",), errors=(304, 404)),
+             headers=("If-None-Match",), errors=(304, 404), ok_headers=("ETag",),
+             links=(link("get_user", users.get_user, user_id="$response.body#/user_id"),)),
     Endpoint("GET", "/health/live", health.live, "Liveness: the process answers", 200, Health),
     Endpoint("GET", "/health/ready", health.ready,
              "Readiness: the database answers and shutdown has not begun", 200, Health),
     Endpoint("GET", "/openapi.json", openapi.document, "This document", public=False),
-    Endpoint("GET", "/metrics", metrics_handler, "Prometheus metrics", public=False),
+    Endpoint("GET", "/docs", docs.page, "Swagger UI for this document", public=False,
+             served_if=_docs_enabled),
+    Endpoint("GET", "/docs/{asset}", docs.asset, "Swagger UI's files", public=False,
+             served_if=_docs_enabled),
+    Endpoint("GET", "/metrics", metrics_handler, "Prometheus metrics", public=False,
+             served_if=_metrics_on_api_port),
 )  # fmt: skip
 
 
 def setup_routes(app: web.Application) -> None:
-    """One resource per path, holding all its methods: a URL is matched once, not per method."""
+    """One resource per path, holding all its methods: a URL is matched once, not per method.
+
+    Every GET also answers HEAD (RFC 9110 §9.1) with the same handler, so the two cannot
+    disagree; aiohttp sends the headers, Content-Length included, and drops the body.
+    """
     resources: dict[str, web.Resource] = {}
-    separate_metrics = app[SETTINGS].metrics.port != 0
+    settings = app[SETTINGS]
     for endpoint in ENDPOINTS:
-        if separate_metrics and endpoint.handler is metrics_handler:
-            continue  # served on its own port (metrics_server_ctx)
+        if endpoint.served_if is not None and not endpoint.served_if(settings):
+            continue  # e.g. /metrics on its own port (metrics_server_ctx), /docs turned off
         resource = resources.get(endpoint.path)
         if resource is None:
             resource = resources[endpoint.path] = app.router.add_resource(endpoint.path)
-        resource.add_route(endpoint.method, endpoint.handler)
+        resource.add_route(endpoint.method, endpoint.handler, expect_handler=expect_continue)
+        if endpoint.method == "GET":
+            resource.add_route("HEAD", endpoint.handler, expect_handler=expect_continue)

@@ -14,6 +14,7 @@ from aiohttp.worker import GunicornUVLoopWebWorker
 
 from service.config import SETTINGS
 from service.lifecycle import begin_shutdown, end_in_flight
+from service.serving import make_runner
 
 
 class Worker(GunicornUVLoopWebWorker):
@@ -34,20 +35,21 @@ class Worker(GunicornUVLoopWebWorker):
         if not isinstance(app, web.Application) or SETTINGS not in app:
             return
         self._app = app
-        graceful = app[SETTINGS].shutdown.graceful_timeout_seconds
 
         async def runner() -> web.AppRunner:
-            # aiohttp's worker awaits a coroutine function for its runner (no access_log:
-            # the service writes its own access lines).
-            return web.AppRunner(
-                app,
-                logger=self.log,
-                keepalive_timeout=self.cfg.keepalive,
-                access_log=None,
-                shutdown_timeout=graceful + 1,  # a backstop: see end_in_flight
-            )
+            # aiohttp's worker awaits a coroutine function for its runner: the same runner
+            # as python -m service, so keep-alive and connection bounds match.
+            return make_runner(app, logger=self.log)
 
         self.wsgi = runner
+
+    def run(self) -> None:
+        # uvloop detaches a socket.socket it serves, so libuv closes the descriptor once; any
+        # other object it closes again afterwards. gunicorn's listener wrappers are not
+        # sockets, so each worker logged "Error while closing socket [Errno 9]" on exit.
+        listeners: list[object] = self.sockets  # type: ignore[has-type]  # gunicorn, untyped
+        self.sockets = [getattr(listener, "sock", listener) for listener in listeners]
+        super().run()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         drain = 0.0

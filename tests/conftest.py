@@ -24,6 +24,8 @@ from service.config import MongoDriver, Settings, load_settings
 from service.db import MONGO, MONGO_LISTENERS, Mongo
 from tests.servers import MongoServer, RedisServer, in_ci, redis_server_binary
 
+# The suite's paging secret: tests that sign cursors themselves use it (service/cursors.py).
+CURSOR_SECRET = "the-test-suite-cursor-secret"
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, web.Application]]]
 Client = TestClient[Any, web.Application]
 _HYPOTHESIS_HOME = pytest.StashKey[Path]()
@@ -107,12 +109,19 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServ
     server.stop()
 
 
-def _require_redis() -> None:
-    if redis_server_binary() is None:
-        message = "redis-server is not installed: `sudo apt-get install redis-server`"
+def require_command(command: str, package: str) -> str:
+    """The path of a tool a test drives: missing, the test skips locally and fails in CI."""
+    path = shutil.which(command)
+    if path is None:
+        message = f"{command} is not installed: `sudo apt-get install {package}`"
         if in_ci():
             pytest.fail(f"{message} (CI must not skip it)")
         pytest.skip(message)
+    return path
+
+
+def _require_redis() -> None:
+    require_command(redis_server_binary() or "redis-server", "redis-server")
 
 
 @pytest.fixture(scope="session")
@@ -142,6 +151,7 @@ def test_env(mongo_server: MongoServer, mongo_driver: MongoDriver) -> dict[str, 
         "MONGO_DRIVER": mongo_driver,
         "MONGO_URL": mongo_server.url,
         "MONGO_DB": f"t_{uuid.uuid4().hex[:16]}",
+        "CURSOR_SECRET": CURSOR_SECRET,
     }
 
 

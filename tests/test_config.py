@@ -14,6 +14,7 @@ PRODUCTION = {
     "MONGO_URL": "mongodb://db:27017/?replicaSet=rs0",
     "REDIS_URL": "redis://cache:6379/0",
     "API_TOKENS": "a-long-enough-write-token,another-token-0123:read",
+    "CURSOR_SECRET": "a-production-cursor-secret",
 }
 
 
@@ -105,7 +106,12 @@ def test_redact_url_hides_passwords_only() -> None:
 
 @pytest.mark.parametrize(
     ("missing", "key"),
-    [("MONGO_URL", "MONGO_URL"), ("REDIS_URL", "REDIS_URL"), ("API_TOKENS", "API_TOKENS")],
+    [
+        ("MONGO_URL", "MONGO_URL"),
+        ("REDIS_URL", "REDIS_URL"),
+        ("API_TOKENS", "API_TOKENS"),
+        ("CURSOR_SECRET", "CURSOR_SECRET"),
+    ],
 )
 def test_production_refuses_unsafe_settings(missing: str, key: str) -> None:
     env = {name: value for name, value in PRODUCTION.items() if name != missing}

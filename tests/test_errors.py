@@ -34,7 +34,7 @@ async def test_unknown_route_is_404_problem(boom_client: TestClient) -> None:  #
 async def test_wrong_method_is_405_with_allow(boom_client: TestClient) -> None:  # type: ignore[type-arg]
     response = await boom_client.delete("/health/live")
     assert response.status == 405
-    assert response.headers["Allow"] == "GET"
+    assert response.headers["Allow"] == "GET,HEAD"  # HEAD wherever GET (RFC 9110 §9.1)
     assert (await response.json())["status"] == 405
 
 

@@ -250,11 +250,12 @@ def test_production_style_logs_are_one_json_object_per_line(
 def _gunicorn(
     env: dict[str, str], redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """gunicorn with two workers on the suite's servers; yields its base URL and master."""
+    """gunicorn with two workers on the suite's servers (`env` overrides the defaults here);
+    yields its base URL and master."""
     port = free_port()
-    env = {**os.environ, **env, "PORT": str(port), "WEB_CONCURRENCY": "2",
-           "CACHE_BACKEND": "redis", "REDIS_URL": redis_server.url,
-           "METRICS_DIR": str(tmp_path / "metrics"), "SHUTDOWN_DRAIN_SECONDS": "0.5"}  # fmt: skip
+    env = {**os.environ, "WEB_CONCURRENCY": "2", "CACHE_BACKEND": "redis",
+           "REDIS_URL": redis_server.url, "METRICS_DIR": str(tmp_path / "metrics"),
+           "SHUTDOWN_DRAIN_SECONDS": "0.5", **env, "PORT": str(port)}  # fmt: skip
     with (tmp_path / "gunicorn.log").open("wb") as out:
         process = subprocess.Popen(
             [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],

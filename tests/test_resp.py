@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from service.resp import PipelinedRedis, pack
+from service.resp import PipelinedRedis, RedisTarget, pack
 from tests.servers import RedisServer
 
 
@@ -30,7 +30,7 @@ async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
 async def test_concurrent_commands_get_their_own_replies(redis_server: RedisServer) -> None:
     async with aioredis.from_url(redis_server.url) as direct:
         await direct.mset({f"resp:{i}": f"value-{i}" for i in range(500)})
-    pipe = PipelinedRedis("127.0.0.1", redis_server.port, 0, None, 1.0)
+    pipe = PipelinedRedis(RedisTarget.from_url(redis_server.url), 1.0)
     try:
         replies = await asyncio.gather(*(pipe.call(b"GET", b"resp:%d" % i) for i in range(500)))
         assert replies == [b"value-%d" % i for i in range(500)]
@@ -45,8 +45,8 @@ async def test_concurrent_commands_get_their_own_replies(redis_server: RedisServ
 async def test_the_database_index_is_selected(redis_server: RedisServer) -> None:
     async with aioredis.from_url(redis_server.url.rsplit("/", 1)[0] + "/5") as direct:
         await direct.set("resp:db", "five")
-    pipe = PipelinedRedis("127.0.0.1", redis_server.port, 5, None, 1.0)
-    other = PipelinedRedis("127.0.0.1", redis_server.port, 0, None, 1.0)
+    pipe = PipelinedRedis(RedisTarget.from_url(redis_server.url.rsplit("/", 1)[0] + "/5"), 1.0)
+    other = PipelinedRedis(RedisTarget.from_url(redis_server.url), 1.0)
     try:
         assert await pipe.call(b"GET", b"resp:db") == b"five"
         assert await other.call(b"GET", b"resp:db") is None
@@ -58,7 +58,7 @@ async def test_the_database_index_is_selected(redis_server: RedisServer) -> None
 async def test_a_stalled_redis_fails_calls_at_the_timeout_then_recovers(
     own_redis: RedisServer,
 ) -> None:
-    pipe = PipelinedRedis("127.0.0.1", own_redis.port, 0, None, 0.2)
+    pipe = PipelinedRedis(RedisTarget.from_url(own_redis.url), 0.2)
     loop = asyncio.get_running_loop()
     try:
         assert await pipe.call(b"PING") == b"PONG"
@@ -78,7 +78,7 @@ async def test_a_stalled_redis_fails_calls_at_the_timeout_then_recovers(
 
 
 async def test_a_restarted_redis_is_reconnected(own_redis: RedisServer) -> None:
-    pipe = PipelinedRedis("127.0.0.1", own_redis.port, 0, None, 0.5)
+    pipe = PipelinedRedis(RedisTarget.from_url(own_redis.url), 0.5)
     try:
         assert await pipe.call(b"PING") == b"PONG"
         own_redis.stop()

@@ -9,8 +9,11 @@ from aiohttp import web
 from msgspec import Struct
 
 from service.cache import Cached
+from service.compression import COMPRESSION, coded_tag
 from service.errors import InvalidInput, NotFound, UnsupportedMediaType
 from service.ids import is_valid_path_id
+from service.preconditions import if_none_match
+from service.repository import ANY_TAG
 from service.responses import raw_json_response
 from service.schemas import parse_body
 
@@ -86,23 +89,19 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-def _tags(header: str) -> list[str]:
-    return [tag.strip() for tag in header.split(",") if tag.strip()]
-
-
-def if_match(request: web.Request) -> list[str] | None:
-    """Strong entity tags from If-Match (weak ones can never match a write), or None."""
-    header = request.headers.get("If-Match")
-    if header is None:
-        return None
-    return [tag for tag in _tags(header) if not tag.startswith("W/")]
-
-
 def conditional_json(request: web.Request, cached: Cached) -> web.Response:
-    """The encoded body as-is with its ETag, or 304 when If-None-Match (weak) already has it."""
-    header = request.headers.get("If-None-Match")
-    if header is not None:
-        tags = {tag.removeprefix("W/") for tag in _tags(header)}
-        if "*" in tags or cached.etag in tags:
-            return web.Response(status=304, headers={"ETag": cached.etag})
+    """The encoded body as-is with its ETag, or 304 when If-None-Match (weak) already has it.
+
+    A 304 carries the ETag and Vary the 200 would have (RFC 9110 §15.4.5): the gzip tag
+    when this request would have been answered with gzip.
+    """
+    held = if_none_match(request)
+    if held is not None and (ANY_TAG in held or cached.etag in held):
+        headers = {"ETag": cached.etag}
+        compression = request.app[COMPRESSION]
+        if compression.eligible(len(cached.body)):
+            headers["Vary"] = "Accept-Encoding"
+            if compression.wants_gzip(request):
+                headers["ETag"] = coded_tag(cached.etag)
+        return web.Response(status=304, headers=headers)
     return raw_json_response(cached.body, headers={"ETag": cached.etag})

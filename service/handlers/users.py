@@ -7,11 +7,11 @@ from aiohttp import web
 from service.handlers.common import (
     conditional_json,
     idempotency_key,
-    if_match,
     json_body,
     page_params,
     path_id,
 )
+from service.preconditions import if_match, if_none_match
 from service.repository import REPOSITORY
 from service.responses import json_response
 from service.schemas import UserCreate, UserPatch
@@ -39,11 +39,13 @@ async def get_user(request: web.Request) -> web.Response:
 async def patch_user(request: web.Request) -> web.Response:
     user_id = path_id(request, "user_id")
     patch = await json_body(request, UserPatch)
-    updated = await request.app[REPOSITORY].update_user(user_id, patch, if_match(request))
+    updated = await request.app[REPOSITORY].update_user(
+        user_id, patch, if_match(request), if_none_match(request)
+    )
     return json_response(updated.data, headers={"ETag": updated.etag})
 
 
 async def delete_user(request: web.Request) -> web.Response:
     user_id = path_id(request, "user_id")
-    await request.app[REPOSITORY].delete_user(user_id, if_match(request))
+    await request.app[REPOSITORY].delete_user(user_id, if_match(request), if_none_match(request))
     return web.Response(status=204)

@@ -1,0 +1,64 @@
+"""A fleet behind a real balancer: three gunicorn instances behind HAProxy, rolled one by one
+with SIGTERM under load, judged by the clients, the database and a real Prometheus.
+
+The harness lives in bench/fleet.py (shared with `make fleet`, which runs longer); the
+drain and grace periods come from the Kubernetes manifests, like the pods'.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.fleet import Fleet, rollout_budget
+from service.metrics import LATENCY_BUCKETS
+from tests.conftest import require_command
+from tests.servers import MongoServer, RedisServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
+
+async def test_a_rolling_restart_under_load_fails_nothing_loses_nothing_serves_nothing_stale(
+    mongo_server: MongoServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    haproxy = require_command("haproxy", "haproxy")
+    require_command("prometheus", "prometheus")
+    budget = rollout_budget()
+    fleet = Fleet(tmp_path, mongo_server.url, redis_server.url, budget, haproxy)
+    # Few users, many clients: concurrent reads of one user meet on one worker, where the
+    # stale reads were (a load begun before a write, shared with a read sent after it).
+    report = await fleet.run(clients=12, users=3, rounds=1, settle=3.0)
+    figures = report.figures()
+    print(json.dumps(figures, indent=1))
+
+    assert figures["failed"] == 0, figures["failures_sample"]
+    assert figures["stale_reads"] == 0, figures["stale_sample"]
+    assert figures["reads_checked"] > 100
+    assert figures["writes_acknowledged"] == figures["orders_stored"] > 50
+    assert figures["stored_matches_acknowledged"]
+
+    assert [restart.instance for restart in report.restarts] == ["s1", "s2", "s3"]
+    for restart in report.restarts:
+        assert restart.exit_code == 0, restart
+        # HAProxy took it out while it still served: the drain covered the detection.
+        assert restart.out_after_seconds < budget.drain_seconds < restart.exited_after_seconds
+    assert sorted(report.out_of_rotation) == ["s1", "s2", "s3"]
+    assert all(len(spans) == 1 for spans in report.out_of_rotation.values()), report.out_of_rotation
+
+    prometheus = figures["prometheus"]
+    # Exactly what the clients counted, by method, route and status, across the restarts.
+    assert prometheus["totals_match"], prometheus["totals_missing"]
+    # Split at each instance's restarts, no counter ever went back within one process; and
+    # resets() saw at most one per restart of the series' own instance, none elsewhere.
+    assert prometheus["backwards_within_a_process"] == []
+    assert prometheus["resets_beyond_own_restarts"] == 0, prometheus
+    assert set(prometheus["restarts_by_instance"].values()) == {1}
+    # The server's p99 bucket starts below what the clients saw (their time includes it).
+    p99 = prometheus["p99_seconds"]
+    assert p99 is not None
+    assert 0 < p99 < LATENCY_BUCKETS[-1], prometheus
+    lower = ([0.0, *LATENCY_BUCKETS])[bisect.bisect_left(LATENCY_BUCKETS, p99)]
+    assert figures["client_p99_ms"] / 1000 >= lower, (figures["client_p99_ms"], p99)

@@ -1,0 +1,78 @@
+"""Plain gunicorn (2 workers, the production worker class) stopped with SIGTERM: exit 0, and
+a log an operator can read on every rollout without finding an "error" that is not one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.servers import MongoServer, free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "gunicorn exited before it was ready"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - http
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} never answered 200")
+
+
+def test_sigterm_closes_each_listening_socket_once(
+    mongo_server: MongoServer, test_env: dict[str, str], tmp_path: Path
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    home = tmp_path / "home"
+    env = {
+        **os.environ,
+        **test_env,
+        "PORT": str(port),
+        "METRICS_PORT": str(metrics_port),
+        "WEB_CONCURRENCY": "2",
+        "LOG_LEVEL": "INFO",
+        "SHUTDOWN_DRAIN_SECONDS": "0.2",
+        "GRACEFUL_TIMEOUT_SECONDS": "2",
+        "HOME": str(home),  # where gunicorn's control socket would go
+    }
+    log_path = tmp_path / "gunicorn.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port, process=process)
+        # Both workers have bound the metrics port (SO_REUSEPORT) once each answers.
+        _wait_ready(f"http://127.0.0.1:{port}/health/live", process)
+        _wait_ready(f"http://127.0.0.1:{metrics_port}/metrics", process)
+        time.sleep(1.0)  # the second worker is up too (they boot concurrently)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log_path.read_text(errors="replace")
+    assert text.count("Booting worker") == 2, text
+    assert text.count("Worker exiting") == 2, text
+    assert "Bad file descriptor" not in text, text
+    assert "Error while closing socket" not in text, text
+    assert "Control socket listening" not in text, text
+    assert "Control server error" not in text, text
+    assert not home.exists()
+    assert "Traceback" not in text, text

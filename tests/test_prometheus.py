@@ -1,0 +1,277 @@
+"""Prometheus and promtool judge /metrics: the exposition lints clean, every histogram is
+whole, and a real Prometheus scraping two gunicorn workers sees exactly what was sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+
+from service.metrics import SPECS, Metrics
+from tests.conftest import Client, require_command
+from tests.servers import MongoServer, RedisServer, ServerProcess, free_port, wait_for_port
+from tests.test_observability import _both_workers_published, _gunicorn, _worker_pids, parse
+
+T = TypeVar("T")
+Sent = Counter[tuple[str, str]]  # (route, status) -> requests answered
+
+
+def histogram_problems(text: str) -> list[str]:
+    """Each histogram's buckets must be cumulative, end at +Inf, and +Inf must equal _count."""
+    buckets: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    counts: dict[tuple[str, str], float] = {}
+    for name, labels, value in parse(text):
+        le = labels.pop("le", None)
+        series = json.dumps(sorted(labels.items()))
+        if name.endswith("_bucket") and le is not None:
+            buckets[(name.removesuffix("_bucket"), series)].append((float(le), value))
+        elif name.endswith("_count"):
+            counts[(name.removesuffix("_count"), series)] = value
+    problems = []
+    for key, points in buckets.items():
+        bounds, values = zip(*sorted(points), strict=True)
+        if list(values) != sorted(values):
+            problems.append(f"{key}: buckets not cumulative: {values}")
+        if bounds[-1] != math.inf:
+            problems.append(f"{key}: no le=+Inf bucket")
+        elif values[-1] != counts.get(key):
+            problems.append(f"{key}: +Inf bucket {values[-1]} but _count {counts.get(key)}")
+    assert buckets, "no histogram in the exposition"
+    return problems
+
+
+def promtool_check(text: str) -> None:
+    """`promtool check metrics`: exit 0 and not a word of lint."""
+    promtool = require_command("promtool", "prometheus")
+    checked = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                             capture_output=True, timeout=60, check=False)  # fmt: skip
+    report = (checked.stdout + checked.stderr).decode()
+    assert (checked.returncode, report) == (0, ""), text
+
+
+def test_counters_and_only_counters_end_in_total() -> None:
+    for spec in SPECS:
+        assert spec.name.endswith("_total") == (spec.kind == "counter"), spec
+
+
+def test_histograms_are_cumulative_and_whole() -> None:
+    metrics = Metrics(None)
+    for seconds in (0.0005, 0.001, 0.3, 0.3, 7.0, 60.0):  # on a bound, between, beyond 5 s
+        metrics.request_started("GET", "/x")
+        metrics.request_finished("GET", "/x", 200, seconds)
+    metrics.db_operation("find", "ok", 10.0)
+    text = metrics.render([])[0].decode()
+    assert histogram_problems(text) == []
+    samples = {(name, labels.get("le")): value for name, labels, value in parse(text)
+               if labels.get("route") == "/x"}  # fmt: skip
+    assert samples[("http_request_duration_seconds_bucket", "0.001")] == 2
+    assert samples[("http_request_duration_seconds_bucket", "5.0")] == 4
+    assert samples[("http_request_duration_seconds_bucket", "+Inf")] == 6
+    assert samples[("http_request_duration_seconds_count", None)] == 6
+
+
+async def test_promtool_accepts_the_single_process_exposition(client: Client) -> None:
+    created = await client.post("/users", json={"name": "A", "email": "a@example.com"})
+    assert created.status == 201
+    for path in (f"/users/{(await created.json())['id']}", "/users/nobody", "/nowhere"):
+        await client.get(path)
+    text = await (await client.get("/metrics")).text()
+    assert histogram_problems(text) == []
+    promtool_check(text)
+
+
+async def _scrape(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(url) as response:
+        assert response.status == 200
+        return await response.text()
+
+
+async def _replace_a_worker(master: subprocess.Popen[bytes]) -> int:
+    """SIGKILL one worker and wait for gunicorn to start another in its place."""
+    victim = _worker_pids(master.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while victim in _worker_pids(master.pid) or len(_worker_pids(master.pid)) < 2:
+        assert time.monotonic() < deadline, "gunicorn did not replace the worker"
+        await asyncio.sleep(0.2)
+    return victim
+
+
+async def test_promtool_accepts_the_gunicorn_exposition(
+    mongo_server: MongoServer, redis_server: RedisServer, test_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Summed over two workers, and again once a dead worker's samples are in the archive."""
+    require_command("promtool", "prometheus")
+    with _gunicorn(test_env, redis_server, tmp_path) as (base, master):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            await _both_workers_published(http, base)
+            for replaced in (False, True):
+                if replaced:
+                    await _replace_a_worker(master)
+                    await _both_workers_published(http, base)
+                for _ in range(20):
+                    async with http.get(f"{base}/users/nobody") as response:
+                        assert response.status == 404
+                text = await _scrape(http, f"{base}/metrics")
+                assert histogram_problems(text) == []
+                promtool_check(text)
+
+
+async def test_gunicorn_leaves_nothing_in_the_temporary_directory(
+    mongo_server: MongoServer, redis_server: RedisServer, test_env: dict[str, str], tmp_path: Path
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**test_env, "TMPDIR": str(temp), "METRICS_DIR": ""}
+    with _gunicorn(env, redis_server, tmp_path) as (base, _):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            await _both_workers_published(http, base)  # both have written their samples
+        (made,) = temp.iterdir()
+        assert made.name.startswith("user-service-metrics-")
+    assert list(temp.iterdir()) == []
+
+
+async def test_gunicorn_removes_its_files_from_a_configured_directory(
+    mongo_server: MongoServer, redis_server: RedisServer, test_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A directory the operator made stays, with only what was there before."""
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    (directory / "not-ours.txt").write_text("kept")
+    env = {**test_env, "METRICS_DIR": str(directory)}
+    with _gunicorn(env, redis_server, tmp_path) as (base, _):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            await _both_workers_published(http, base)
+        assert len(list(directory.glob("*.samples"))) == 2
+    assert [path.name for path in directory.iterdir()] == ["not-ours.txt"]
+
+
+class PrometheusServer(ServerProcess):
+    """A real Prometheus scraping `targets` every second, its storage in `directory`."""
+
+    name = "prometheus"
+
+    def __init__(self, directory: Path, targets: list[str]) -> None:
+        super().__init__(directory)
+        config = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+            "scrape_configs": [
+                {"job_name": "user-service", "static_configs": [{"targets": targets}]}
+            ],
+        }
+        self.config = directory / "prometheus.yml"
+        self.config.write_text(json.dumps(config))  # JSON is YAML
+
+    def command(self) -> list[str]:
+        return [
+            require_command("prometheus", "prometheus"),
+            f"--config.file={self.config}",
+            f"--storage.tsdb.path={self.directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def _eventually(
+    read: Callable[[], Awaitable[T]], holds: Callable[[T], bool], timeout: float = 60.0
+) -> T:
+    """Poll until `holds(read())` or the time is up; return the last value for the assert."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await read()
+        if holds(value) or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.5)
+
+
+class PrometheusApi:
+    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
+        self.http = http
+        self.url = url
+
+    async def get(self, path: str, **params: str) -> Any:
+        async with self.http.get(f"{self.url}{path}", params=params) as response:
+            body = await response.json()
+        assert body["status"] == "success", body
+        return body["data"]
+
+    async def query(self, expr: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = (await self.get("/api/v1/query", query=expr))["result"]
+        return result
+
+    async def totals(self) -> dict[tuple[str, str], float]:
+        result = await self.query("sum by (route, status) (http_requests_total)")
+        return {(r["metric"]["route"], r["metric"]["status"]): float(r["value"][1]) for r in result}
+
+    async def ready(self) -> bool:
+        async with self.http.get(f"{self.url}/-/ready") as response:
+            return response.status == 200
+
+
+async def _send(http: aiohttp.ClientSession, base: str, user_path: str, sent: Sent) -> None:
+    """A known mix: found users, missing users and unknown paths, tallied by route and status."""
+    for path, route in ((user_path, "/users/{user_id}"), ("/users/nobody", "/users/{user_id}"),
+                        ("/no/such/path", "<unmatched>")):  # fmt: skip
+        for _ in range(10):
+            async with http.get(f"{base}{path}") as response:
+                sent[(route, str(response.status))] += 1
+
+
+async def test_prometheus_sees_exact_totals_across_a_worker_restart(
+    mongo_server: MongoServer, redis_server: RedisServer, test_env: dict[str, str], tmp_path: Path
+) -> None:
+    require_command("prometheus", "prometheus")
+    metrics_port = free_port()
+    env = {**test_env, "METRICS_PORT": str(metrics_port)}
+    with _gunicorn(env, redis_server, tmp_path) as (base, master):
+        wait_for_port(metrics_port, process=master)
+        prometheus = PrometheusServer(tmp_path / "prometheus", [f"127.0.0.1:{metrics_port}"])
+        prometheus.start()
+        try:
+            async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True)  # spread over both workers
+            ) as http:
+                api = PrometheusApi(http, prometheus.url)
+                assert await _eventually(api.ready, bool)
+                await _both_workers_published(http, f"http://127.0.0.1:{metrics_port}")
+                sent: Sent = Counter()
+                async with http.post(f"{base}/users", json={"name": "A", "email": "a@b.io"}) as r:
+                    sent[("/users", str(r.status))] += 1
+                    user_path = f"/users/{(await r.json())['id']}"
+                await _send(http, base, user_path, sent)
+                assert await _eventually(api.totals, dict(sent).__eq__) == dict(sent)
+
+                await _replace_a_worker(master)  # its counts now live in the archive
+                await _send(http, base, user_path, sent)
+                assert await _eventually(api.totals, dict(sent).__eq__) == dict(sent)
+                assert sent[("/users/{user_id}", "200")] == 20
+
+                resets = await api.query("sum(resets(http_requests_total[10m]))")
+                assert [float(r["value"][1]) for r in resets] == [0.0]
+                for histogram in ("http_request_duration_seconds", "db_operation_duration_seconds"):
+                    ratio = await api.query(f'{histogram}_bucket{{le="+Inf"}}'
+                                            f" / ignoring(le) {histogram}_count")  # fmt: skip
+                    assert ratio, histogram
+                    assert {r["value"][1] for r in ratio} == {"1"}, ratio
+
+                async def targets() -> list[tuple[str, str]]:
+                    active = (await api.get("/api/v1/targets", state="active"))["activeTargets"]
+                    return [(t["health"], t["lastError"]) for t in active]
+
+                assert await _eventually(targets, [("up", "")].__eq__) == [("up", "")]
+        finally:
+            prometheus.stop()
