@@ -42,15 +42,25 @@ class Scenario:
     cache: str | None  # None: the baseline app
     hot: int = 0
     write_percent: int = 0
+    per_driver: bool = False  # the database's work dominates: run it once per driver
 
 
 SCENARIOS = (
     Scenario("baseline", "bare aiohttp, fixed body of the same size", None, hot=HOT_SET),
     Scenario("hit-memory", "GET /users/{id}, 100 hot ids, memory cache", "memory", hot=HOT_SET),
     Scenario("hit-redis", "GET /users/{id}, 100 hot ids, Redis cache", "redis", hot=HOT_SET),
-    Scenario("miss", "GET /users/{id}, 10,000 ids, no cache (MongoDB every time)", "none"),
     Scenario(
-        "writes", "POST /users/{id}/orders, 10,000 ids, Redis cache", "redis", write_percent=100
+        "miss",
+        "GET /users/{id}, 10,000 ids, no cache (MongoDB every time)",
+        "none",
+        per_driver=True,
+    ),
+    Scenario(
+        "writes",
+        "POST /users/{id}/orders, 10,000 ids, Redis cache",
+        "redis",
+        write_percent=100,
+        per_driver=True,
     ),
     Scenario(
         "mixed",
@@ -58,8 +68,10 @@ SCENARIOS = (
         "redis",
         hot=HOT_SET,
         write_percent=10,
+        per_driver=True,
     ),
 )
+DRIVERS = ("motor", "pymongo")
 # Issue #8's targets, for 1 worker: minimum throughput ratios and the p99 bound.
 TARGETS = {"hit-memory": 0.75, "hit-redis": 0.45}
 P99_LIMIT, RSS_LIMIT_MB = 3.0, 80.0
@@ -76,6 +88,7 @@ class Result:
     peak_rss_mb: float
     ratio: float | None = None
     p99_ratio: float | None = None
+    driver: str = "motor"
 
 
 def _start_baseline(
@@ -104,12 +117,17 @@ def _start_baseline(
 
 
 def _run(
-    scenario: Scenario, workers: int, stack: Stack, args: argparse.Namespace, body_bytes: int
+    scenario: Scenario,
+    workers: int,
+    stack: Stack,
+    args: argparse.Namespace,
+    body_bytes: int,
+    driver: str = "motor",
 ) -> Result:
     if scenario.cache is None:
         port, process = _start_baseline(stack, workers, body_bytes)
     else:
-        port, process = start_service(stack, scenario.cache, workers)
+        port, process = start_service(stack, scenario.cache, workers, MONGO_DRIVER=driver)
     load = {
         "connections": args.connections,
         "hot": scenario.hot,
@@ -129,6 +147,7 @@ def _run(
         round(measured["p99_ms"], 2),
         int(measured["errors"]),
         round(rss, 1),
+        driver=driver,
     )
 
 
@@ -157,6 +176,9 @@ def _verdicts(result: Result) -> list[str]:
     return notes
 
 
+_PER_DRIVER = {s.name for s in SCENARIOS if s.per_driver}
+
+
 def table(results: list[Result], machine: str, settings: str) -> str:
     lines = [
         f"Machine: {machine}. Load: {settings}.",
@@ -169,8 +191,9 @@ def table(results: list[Result], machine: str, settings: str) -> str:
         ratio = "1.00" if r.scenario == "baseline" else f"{r.ratio:.2f}"
         p99_ratio = "1.00" if r.scenario == "baseline" else f"{r.p99_ratio:.2f}"
         verdicts = ", ".join(_verdicts(r))
+        name = f"{r.scenario} ({r.driver})" if r.scenario in _PER_DRIVER else r.scenario
         lines.append(
-            f"| {r.scenario} | {r.workers} | {r.requests_per_second:,.0f} | {ratio} | {r.p50_ms} "
+            f"| {name} | {r.workers} | {r.requests_per_second:,.0f} | {ratio} | {r.p50_ms} "
             f"| {r.p99_ms} | {p99_ratio} | {r.errors} | {r.peak_rss_mb} | {verdicts} |"
         )
     return "\n".join(lines)
@@ -183,6 +206,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--scenarios", default=",".join(s.name for s in SCENARIOS))
+    parser.add_argument(
+        "--drivers", default=",".join(DRIVERS), help="drivers for miss, writes and mixed"
+    )
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
     chosen = [s for s in SCENARIOS if s.name in args.scenarios.split(",")]
@@ -194,9 +220,14 @@ def main() -> int:
         body_bytes = _typical_body_bytes(servers)
         for workers in (int(w) for w in args.workers.split(",")):
             baseline: Result | None = None
-            for scenario in chosen:
-                print(f"bench: {scenario.name} with {workers} worker(s)...", flush=True)
-                result = _run(scenario, workers, servers, args, body_bytes)
+            runs = [
+                (scenario, driver)
+                for scenario in chosen
+                for driver in (args.drivers.split(",") if scenario.per_driver else ["motor"])
+            ]
+            for scenario, driver in runs:
+                print(f"bench: {scenario.name} ({driver}) with {workers} worker(s)...", flush=True)
+                result = _run(scenario, workers, servers, args, body_bytes, driver)
                 if scenario.name == "baseline":
                     baseline = result
                 elif baseline is not None:

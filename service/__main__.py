@@ -66,7 +66,7 @@ async def _seed(settings: Settings, args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     finally:
-        mongo.close()
+        await mongo.close()
     progress.close()
     for refused in result.skipped:
         print(f"seed: skipped {refused.kind} {refused.id}: {refused.reason}")

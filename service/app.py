@@ -42,7 +42,7 @@ from service.metrics import (
 from service.openapi import build_document
 from service.pipeline import PIPELINE, Pipeline, pipeline_middleware
 from service.repository import REPOSITORY, Repository
-from service.retry import DEADLINES, RETRY_POLICY, Deadlines, RetryPolicy, deadlines_ctx
+from service.retry import DEADLINES, RETRY_POLICY, Deadlines, deadlines_ctx, retry_policy
 from service.routes import ENDPOINTS, setup_routes
 
 
@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[METRICS] = metrics = create_metrics(app)
     listeners: list[CommandListener] = [DatabaseTimer(metrics)]
     app[MONGO_LISTENERS] = listeners
-    app[RETRY_POLICY] = RetryPolicy(settings.retry)
+    app[RETRY_POLICY] = retry_policy(settings.retry, settings.mongo)
     app[RETRY_POLICY].hooks.append(metrics.retry)
     app[CACHE_STATS] = CacheStats(hooks=[metrics.cache_event])
     app[ACCESS_LOG] = AccessLog(settings.log)

@@ -28,6 +28,7 @@ ENVIRONMENTS = ("development", "test", "production")
 CacheBackend = Literal["memory", "redis", "none"]
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+MongoDriver = Literal["motor", "pymongo"]
 
 
 class ConfigError(Exception):
@@ -66,6 +67,8 @@ class ServerSettings:
 
 @dataclass(frozen=True, slots=True)
 class MongoSettings:
+    # motor (the default) or pymongo (PyMongo's own AsyncMongoClient): see service/db.py.
+    driver: MongoDriver = _key("MONGO_DRIVER")
     url: str = _key("MONGO_URL")
     database: str = _key("MONGO_DB")
     app_name: str = _key()

@@ -1,9 +1,12 @@
-"""The MongoDB driver (Motor today): client lifecycle, collections, indexes.
+"""The MongoDB driver seam: client lifecycle, collections, indexes, for either driver.
 
-Motor is deprecated upstream in favour of PyMongo's async API. Every driver-specific line
-lives here, so swapping the driver means changing this module alone: the rest of the
-service sees `Mongo`, its collections' find/insert/update calls (the same in both
-drivers) and the error classes re-exported below.
+`mongo.driver` picks Motor (the default) or PyMongo's native `AsyncMongoClient`, which
+upstream recommends now that Motor is deprecated. This module is the only one that knows
+which: the rest of the service sees `Mongo`, collections typed as PyMongo's async
+collection (Motor's answers the same awaited calls: find/sort/limit/to_list, the CRUD
+methods, async iteration), the error classes re-exported below (both drivers raise
+PyMongo's) and `await Mongo.close()` (Motor closes at once, PyMongo awaits its pool).
+The tests run every database test on both drivers.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
+from importlib.metadata import version
 from typing import Any
 
+import pymongo
 from aiohttp import web
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import (
     AutoReconnect,
     BulkWriteError,
@@ -32,7 +38,7 @@ from pymongo.errors import (
 from pymongo.monitoring import CommandListener
 
 from service.background import running
-from service.config import SETTINGS, MongoSettings, redact_url
+from service.config import SETTINGS, MongoDriver, MongoSettings, redact_url
 
 __all__ = [
     "IDEMPOTENCY_DIGEST",
@@ -54,13 +60,18 @@ __all__ = [
     "PyMongoError",
     "ServerSelectionTimeoutError",
     "WriteConcernError",
+    "driver_version",
     "mongo_ctx",
 ]
 
 log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
-Collection = AsyncIOMotorCollection[Document]
+# The interface the repository codes against: PyMongo's async collection. Motor's
+# collection is another class with the same awaited methods, so under Motor it is the
+# shape, not the class, that holds (both drivers run the whole suite).
+Collection = AsyncCollection[Document]
+Client = AsyncMongoClient[Document]
 
 # A POST's Idempotency-Key is stored in the document it creates (service/idempotency.py);
 # these unique indexes are what makes a key create at most one user, or one order per user.
@@ -99,8 +110,7 @@ class Mongo:
         # Creating the client does no I/O: start-up never waits for the database.
         # The driver's own retries are off: service.retry is the one retry policy, and a
         # retry it cannot see would double the waits it budgets for.
-        self.client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(
-            settings.url,
+        options: dict[str, Any] = dict(
             appname=settings.app_name,
             maxPoolSize=settings.max_pool_size,
             minPoolSize=settings.min_pool_size,
@@ -116,6 +126,14 @@ class Mongo:
             tz_aware=True,
             event_listeners=list(listeners),
         )
+        # Motor runs PyMongo's synchronous client on a thread pool; AsyncMongoClient is
+        # asyncio all the way down, so a cancelled call stops instead of running on.
+        client: Any = (
+            AsyncMongoClient(settings.url, **options)
+            if settings.driver == "pymongo"
+            else AsyncIOMotorClient(settings.url, **options)
+        )
+        self.client: Client = client
         database = self.client[settings.database]
         self.users: Collection = database["users"]
         self.orders: Collection = database["orders"]
@@ -147,8 +165,18 @@ class Mongo:
                 log.info("indexes ready on %s", redact_url(self.settings.url))
                 return
 
-    def close(self) -> None:
-        self.client.close()
+    async def close(self) -> None:
+        """Motor's close() is synchronous; AsyncMongoClient's is a coroutine."""
+        closing = self.client.close()
+        if closing is not None:
+            await closing
+
+
+def driver_version(driver: MongoDriver) -> str:
+    """What the start-up line and `user_service_build_info` say about the driver."""
+    if driver == "pymongo":
+        return f"pymongo {pymongo.version} (AsyncMongoClient)"
+    return f"motor {version('motor')} (on pymongo {pymongo.version})"
 
 
 MONGO = web.AppKey("mongo", Mongo)
@@ -158,8 +186,15 @@ MONGO_LISTENERS = web.AppKey("mongo_listeners", list[CommandListener])
 async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: open the client, build indexes in the background, close on shutdown."""
     listeners: list[CommandListener] = app.get(MONGO_LISTENERS, [])
-    mongo = Mongo(app[SETTINGS].mongo, listeners)
+    settings = app[SETTINGS].mongo
+    mongo = Mongo(settings, listeners)
     app[MONGO] = mongo
+    log.info(
+        "starting with MongoDB driver %s, database %s on %s",
+        driver_version(settings.driver),
+        settings.database,
+        redact_url(settings.url),
+    )
     async with running(mongo.ensure_indexes_until_done(), "ensure-indexes"):
         yield
-    mongo.close()
+    await mongo.close()

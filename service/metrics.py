@@ -22,6 +22,7 @@ import fcntl
 import json
 import mmap
 import os
+import platform
 import struct
 import tempfile
 import threading
@@ -29,6 +30,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -255,8 +257,10 @@ class Metrics:
     A scrape turns the samples into an aioprometheus registry and renders that.
     """
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, build_info: Mapping[str, str] | None = None) -> None:
         self._lock = threading.Lock()
+        # Constant per process and the same in every worker: added at render, never summed.
+        self._build_info = dict(build_info or {})
         self._pid = str(os.getpid())
         self._store: SampleFile | MemorySamples = (
             SampleFile(directory / f"worker-{self._pid}.samples")
@@ -359,7 +363,11 @@ class Metrics:
 
     def render(self, accepts: list[str]) -> tuple[bytes, dict[str, str]]:
         self.sample_process()
-        content, headers = render(registry_from(self.samples()), accepts)
+        registry = registry_from(self.samples())
+        if self._build_info:
+            doc = "The running build: version, MongoDB driver, Python (value always 1)."
+            Gauge("user_service_build_info", doc, registry=registry).set(self._build_info, 1)
+        content, headers = render(registry, accepts)
         return content, dict(headers)
 
     def close(self) -> None:
@@ -532,5 +540,11 @@ async def metrics_server_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_metrics(app: web.Application) -> Metrics:
-    directory = app[SETTINGS].metrics.directory
-    return Metrics(Path(directory) if directory else None)
+    settings = app[SETTINGS]
+    directory = settings.metrics.directory
+    build_info = {
+        "version": version("user-service"),
+        "driver": settings.mongo.driver,
+        "python": platform.python_version(),
+    }
+    return Metrics(Path(directory) if directory else None, build_info)

@@ -6,6 +6,13 @@ Waits are full-jitter exponential (`backoff.expo` + `backoff.full_jitter`), and 
 wait is cut to what is left of the request's deadline, so retries can never make a
 client wait longer than `request.deadline_seconds`. A transient failure that outlives its
 retries becomes `Unavailable` (503 + Retry-After), never a 500.
+
+Each attempt runs under its own budget, PyMongo's client-side operation timeout
+(`pymongo.timeout`, honoured by both drivers; Motor carries it into its threads): the
+socket wait and the `maxTimeMS` sent to the server are both cut to it, so an abandoned
+attempt stops on both ends instead of running on for a whole socket timeout. The budget
+is the time left shared among the attempts left, so a stalled server still leaves room
+for a retry within the deadline.
 """
 
 from __future__ import annotations
@@ -20,11 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import backoff
+import pymongo
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from service.background import every, running
-from service.config import RetrySettings
+from service.config import MongoSettings, RetrySettings
 from service.db import (
     ConnectionFailure,
     DuplicateKeyError,
@@ -74,6 +82,10 @@ def is_transient(error: BaseException) -> bool:
         return False
     if isinstance(error, ConnectionFailure):  # AutoReconnect, NotPrimaryError, NetworkTimeout
         return True
+    if isinstance(error, PyMongoError) and error.timeout:
+        # An attempt that used up its budget (socket wait or the server's maxTimeMS): the
+        # next attempt, with its own share of the deadline, may find the server free.
+        return True
     if isinstance(error, PyMongoError) and any(
         error.has_error_label(label) for label in TRANSIENT_LABELS
     ):
@@ -94,12 +106,25 @@ class RetryPolicy:
     """Settings plus the counters the metrics read: retries by (operation, error class)."""
 
     settings: RetrySettings
+    # The attempt budget never exceeds the socket timeout (outside requests, it is it).
+    socket_timeout_seconds: float
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     hooks: list[OnRetry] = field(default_factory=list)
 
     def remaining(self) -> float | None:
         deadline = deadline_var.get()
         return None if deadline is None else deadline - asyncio.get_running_loop().time()
+
+    def attempt_budget(self, attempt: int) -> float:
+        """Seconds attempt number `attempt` (from 1) may take: the time left, less a reserve
+        for answering, shared equally among the attempts left, at most the socket timeout.
+        Zero or less means no attempt fits."""
+        remaining = self.remaining()
+        if remaining is None:
+            return self.socket_timeout_seconds
+        attempts_left = max(1, self.settings.max_tries - attempt + 1)
+        share = (remaining - ANSWER_RESERVE_SECONDS) / attempts_left
+        return min(self.socket_timeout_seconds, share)
 
     def record(self, operation: str, details: dict[str, Any]) -> None:
         error = details.get("exception")
@@ -118,6 +143,15 @@ class RetryPolicy:
 
 
 RETRY_POLICY = web.AppKey("retry_policy", RetryPolicy)
+# Kept back from the last attempt so that its own timeout, not the deadline's cancellation,
+# ends it: the request then answers with no driver work left behind (see Deadlines.tick).
+ANSWER_RESERVE_SECONDS = 0.03
+# Below this an attempt cannot even reach the server: answer 503 instead of sending it.
+MIN_ATTEMPT_SECONDS = 0.005
+
+
+def retry_policy(retry: RetrySettings, mongo: MongoSettings) -> RetryPolicy:
+    return RetryPolicy(retry, socket_timeout_seconds=mongo.socket_timeout_ms / 1000)
 
 
 def retried(
@@ -151,6 +185,17 @@ async def call_with_retries(
     remaining = policy.remaining()
     if remaining is not None and remaining <= 0:
         raise Unavailable("The request ran out of time before reaching the database.")
+    attempts = 0
+
+    async def attempt(*args: P.args, **kwargs: P.kwargs) -> R:
+        nonlocal attempts
+        attempts += 1
+        budget = policy.attempt_budget(attempts)
+        if budget < MIN_ATTEMPT_SECONDS:
+            raise Unavailable("The request ran out of time before reaching the database.")
+        with pymongo.timeout(budget):
+            return await function(*args, **kwargs)
+
     retrying = backoff.on_exception(
         backoff.expo,
         PyMongoError,
@@ -164,7 +209,7 @@ async def call_with_retries(
         on_backoff=lambda details: policy.record(operation, dict(details)),
         raise_on_giveup=True,
         logger=None,
-    )(function)
+    )(attempt)
     try:
         return await retrying(*args, **kwargs)
     except PyMongoError as error:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from pymongo import monitoring
 
 from service.app import create_app
-from service.config import Settings, load_settings
+from service.config import MongoDriver, Settings, load_settings
 from service.db import MONGO, MONGO_LISTENERS, Mongo
 from tests.servers import MongoServer, RedisServer, in_ci, redis_server_binary
 
@@ -28,6 +29,24 @@ CURSOR_SECRET = "the-test-suite-cursor-secret"
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, web.Application]]]
 Client = TestClient[Any, web.Application]
 _HYPOTHESIS_HOME = pytest.StashKey[Path]()
+_DRIVERS_RUN = pytest.StashKey[dict[str, int]]()
+DRIVERS: tuple[MongoDriver, ...] = ("motor", "pymongo")
+
+
+def selected_drivers() -> tuple[MongoDriver, ...]:
+    """Both drivers, unless SERVICE_TEST_DRIVERS (comma-separated) or MONGO_DRIVER narrows
+    the run locally; in CI a narrowed run is refused (it would hide one driver's breakage)."""
+    raw = os.environ.get("SERVICE_TEST_DRIVERS") or os.environ.get("MONGO_DRIVER") or ""
+    names = [name.strip() for name in raw.split(",") if name.strip()] or list(DRIVERS)
+    chosen = tuple(driver for driver in DRIVERS if driver in names)
+    if unknown := sorted(set(names) - set(DRIVERS)):
+        raise pytest.UsageError(f"unknown MongoDB driver {unknown}: expected {DRIVERS}")
+    if in_ci() and chosen != DRIVERS:
+        raise pytest.UsageError(
+            f"CI runs the database tests on every driver {DRIVERS}, not only {chosen}: "
+            "unset SERVICE_TEST_DRIVERS and MONGO_DRIVER"
+        )
+    return chosen
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -35,6 +54,46 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="user-service-hypothesis-"))
     config.stash[_HYPOTHESIS_HOME] = home
     set_hypothesis_home_dir(home)
+    counts: dict[str, int] = {driver: 0 for driver in selected_drivers()}
+    config.stash[_DRIVERS_RUN] = counts
+    config.addinivalue_line(
+        "markers", "one_driver: builds a service but never exercises the driver (one run)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that builds a service (through `test_env`) runs once per driver."""
+    if "mongo_driver" not in metafunc.fixturenames:
+        return
+    drivers = selected_drivers()
+    if metafunc.definition.get_closest_marker("one_driver"):
+        drivers = drivers[:1]
+    metafunc.parametrize("mongo_driver", drivers, scope="function")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Count the tests each driver passed, for the check at the end of the session."""
+    report: pytest.TestReport = yield
+    callspec = getattr(item, "callspec", None)
+    driver = callspec.params.get("mongo_driver") if callspec is not None else None
+    if report.when == "call" and report.passed and driver is not None:
+        item.config.stash[_DRIVERS_RUN][driver] += 1
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI, a driver whose database tests all skipped (or never ran) fails the run."""
+    counts = session.config.stash.get(_DRIVERS_RUN, {})
+    if in_ci() and any(counts.values()) and not all(counts.values()):
+        missing = [driver for driver, passed in counts.items() if not passed]
+        session.config.get_terminal_writer().line(
+            f"FAILED: no database test passed on driver(s) {missing} (CI runs every driver)",
+            red=True,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -84,10 +143,12 @@ def own_mongo_server(tmp_path: Path) -> Iterator[MongoServer]:
 
 
 @pytest.fixture
-def test_env(mongo_server: MongoServer) -> dict[str, str]:
-    """The environment a test service starts with; tests may add to it before `settings`."""
+def test_env(mongo_server: MongoServer, mongo_driver: MongoDriver) -> dict[str, str]:
+    """The environment a test service starts with; tests may add to it before `settings`.
+    `mongo_driver` is parametrized by pytest_generate_tests: each such test runs per driver."""
     return {
         "SERVICE_ENV": "test",
+        "MONGO_DRIVER": mongo_driver,
         "MONGO_URL": mongo_server.url,
         "MONGO_DB": f"t_{uuid.uuid4().hex[:16]}",
         "CURSOR_SECRET": CURSOR_SECRET,
@@ -110,6 +171,7 @@ class CommandRecorder(monitoring.CommandListener):
         self.database = database
         self.events: list[tuple[str, str, int]] = []
         self.commands: list[dict[str, Any]] = []  # the documents of the started ones
+        self.failures: list[dict[str, Any]] = []  # the replies (or errors) of failed ones
         self._lock = threading.Lock()
 
     def _add(self, kind: str, name: str, request_id: int) -> None:
@@ -128,6 +190,8 @@ class CommandRecorder(monitoring.CommandListener):
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         if event.database_name == self.database:
+            with self._lock:
+                self.failures.append(dict(event.failure))
             self._add("failed", event.command_name, event.request_id)
 
     def started_names(self) -> list[str]:
@@ -138,6 +202,7 @@ class CommandRecorder(monitoring.CommandListener):
         with self._lock:
             self.events.clear()
             self.commands.clear()
+            self.failures.clear()
 
 
 @pytest.fixture
@@ -184,7 +249,7 @@ async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
     mongo = Mongo(dataclasses.replace(settings.mongo, app_name="tests-direct"))
     yield mongo
     await mongo.client.drop_database(settings.mongo.database)
-    mongo.close()
+    await mongo.close()
 
 
 class FailPoint:

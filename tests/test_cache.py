@@ -136,6 +136,7 @@ async def test_concurrent_misses_read_the_database_once(
     assert sorted(recorder.started_names()) == ["find", "find"]  # one user + one orders query
 
 
+@pytest.mark.one_driver  # no database: and a second run would find this run's entry
 async def test_a_slow_read_cannot_refill_the_cache_after_a_write(
     cache_settings: Settings,
 ) -> None:

@@ -105,7 +105,7 @@ async def test_bulk_work_outlives_the_request_timeout(
         assert await orders.count_documents({}) == 3600
     finally:
         await direct.client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
-        direct.close()
+        await direct.close()
 
 
 async def test_a_demo_email_another_user_has_is_skipped_in_one_line(

@@ -1,0 +1,68 @@
+"""The driver seam: one setting picks Motor or PyMongo's async client, and the service says
+which one it runs (the start-up line, `user_service_build_info`)."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import re
+from importlib.metadata import version
+
+import pytest
+from aiohttp import web
+from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
+
+from service.config import ConfigError, MongoDriver, Settings, load_settings
+from service.db import Mongo
+from tests.conftest import AiohttpClient, Client
+
+
+async def test_the_setting_picks_the_client(settings: Settings, mongo_driver: MongoDriver) -> None:
+    mongo = Mongo(settings.mongo)
+    try:
+        expected = {"motor": AsyncIOMotorClient, "pymongo": AsyncMongoClient}[mongo_driver]
+        assert type(mongo.client) is expected
+        await mongo.ping()
+    finally:
+        await mongo.close()
+
+
+@pytest.mark.one_driver
+def test_motor_is_the_default(test_env: dict[str, str]) -> None:
+    environ = {name: value for name, value in test_env.items() if name != "MONGO_DRIVER"}
+    assert load_settings(environ).mongo.driver == "motor"
+
+
+@pytest.mark.one_driver
+def test_an_unknown_driver_is_a_one_line_error(test_env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match=r"^MONGO_DRIVER: expected one of motor, pymongo"):
+        load_settings({**test_env, "MONGO_DRIVER": "mongoengine"})
+
+
+async def test_metrics_name_the_build_and_its_driver(
+    client: Client, mongo_driver: MongoDriver
+) -> None:
+    text = await (await client.get("/metrics")).text()
+    assert "# TYPE user_service_build_info gauge" in text
+    lines = [line for line in text.splitlines() if line.startswith("user_service_build_info{")]
+    assert len(lines) == 1, lines
+    series, value = lines[0].rsplit(" ", 1)
+    assert float(value) == 1
+    assert dict(re.findall(r'(\w+)="([^"]*)"', series)) == {
+        "version": version("user-service"),
+        "driver": mongo_driver,
+        "python": platform.python_version(),
+    }
+
+
+async def test_the_start_up_line_names_the_driver(
+    aiohttp_client: AiohttpClient,
+    app: web.Application,
+    mongo_driver: MongoDriver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="service.db"):
+        await aiohttp_client(app)
+    lines = [r.getMessage() for r in caplog.records if r.name == "service.db"]
+    assert any(line.startswith(f"starting with MongoDB driver {mongo_driver} ") for line in lines)
