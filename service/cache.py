@@ -25,7 +25,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -47,7 +47,10 @@ WARN_EVERY_SECONDS = 10.0
 # first command on a pooled connection fails ("closed by server") while Redis is back, and
 # other instances would go on serving the entry the write retired.
 DELIVERY_TRIES = 3
-HIT, MISS, ERROR, INVALIDATION = "hit", "miss", "error", "invalidation"
+HIT, MISS, ERROR, INVALIDATION, EVICTION = "hit", "miss", "error", "invalidation", "eviction"
+# What an entry costs beyond its key, ETag and body: the tuple, the Cached, the dict slot and
+# aiocache's expiry timer. An estimate: the bound is on what the service holds, not on RSS.
+ENTRY_OVERHEAD_BYTES = 256
 # Unreachable, slow, refusing or answering nonsense: all mean "no cache right now".
 BACKEND_ERRORS = (RedisError, OSError, TimeoutError, ValueError, IndexError, UnicodeDecodeError)
 
@@ -81,28 +84,61 @@ class MemoryBackend:
     entry only while its token is still the current one. SimpleMemoryCache never
     suspends, so that check and the write are one step of the event loop: a write's
     invalidation cannot fall between them.
+
+    Bounded by `cache.memory_max_bytes`: an LRU index beside aiocache (which has no size
+    bound, only TTLs) holds each entry's estimated size; a store beyond the bound evicts
+    the least recently used entries. Generation tokens are not counted: they are a few
+    bytes per written resource and expire with their TTL.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int, stats: CacheStats) -> None:
         self._cache = SimpleMemoryCache(serializer=NullSerializer(), timeout=None)
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._sizes: OrderedDict[str, int] = OrderedDict()  # least recently used first
+        self._stats = stats
 
     async def lookup(self, key: str) -> tuple[str, Cached | None]:
         entry: tuple[str, Cached] | None = await self._cache.get(key)
         if entry is not None:
+            self._sizes.move_to_end(key)
             return entry
+        self._forget(key)  # expired by its TTL, if it was here at all
         return await self._cache.get(f"{key}:gen") or "0", None
 
     async def store(self, key: str, token: str, value: Cached, ttl: int) -> None:
+        size = len(key) + len(value.etag) + len(value.body) + ENTRY_OVERHEAD_BYTES
+        if size > self.max_bytes:
+            return  # would evict everything else and still not fit
         if (await self._cache.get(f"{key}:gen") or "0") == token:
             await self._cache.set(key, (token, value), ttl=ttl)
+            self._forget(key)
+            self._sizes[key] = size
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                victim, victim_size = self._sizes.popitem(last=False)
+                self.bytes -= victim_size
+                await self._cache.delete(victim)
+                self._stats.count(kind_of(victim), EVICTION)
 
     async def bump(self, keys: list[str], ttl: int) -> None:
         await self._cache.multi_set([(f"{key}:gen", new_id()) for key in keys], ttl=ttl)
         for key in keys:
             await self._cache.delete(key)
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        size = self._sizes.pop(key, None)
+        if size is not None:
+            self.bytes -= size
 
     async def close(self) -> None:
         await self._cache.close()
+
+
+def kind_of(key: str) -> str:
+    """The cache name in a `<namespace>:<schema>:<kind>:<id>` key."""
+    return key.rsplit(":", 2)[-2]
 
 
 # KEYS[1] = the generation key, KEYS[2] = the data key prefix; one round trip per lookup.
@@ -248,7 +284,7 @@ class ResponseCache:
         pending = sorted(self._undelivered)
         if not pending:  # a concurrent request delivered it meanwhile
             return True
-        kind = pending[0].rsplit(":", 2)[-2]  # errors are counted against the first entry's cache
+        kind = kind_of(pending[0])  # errors are counted against the first entry's cache
         ok = await self._call(kind, self._backend.bump(pending, self._token_ttl))
         if ok is not None:
             self._undelivered.difference_update(pending)
@@ -278,9 +314,9 @@ RESPONSE_CACHE = web.AppKey("response_cache", ResponseCache)
 CACHE_STATS = web.AppKey("cache_stats", CacheStats)
 
 
-def create_backend(settings: CacheSettings) -> Backend | None:
+def create_backend(settings: CacheSettings, stats: CacheStats) -> Backend | None:
     if settings.backend == "memory":
-        return MemoryBackend()
+        return MemoryBackend(settings.memory_max_bytes, stats)
     if settings.backend == "redis":
         return RedisBackend(RedisTarget.from_url(settings.redis_url), settings.timeout_ms / 1000)
     return None
@@ -289,7 +325,7 @@ def create_backend(settings: CacheSettings) -> Backend | None:
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: open the configured backend (none: no cache at all), close it on shutdown."""
     settings = app[SETTINGS].cache
-    backend = create_backend(settings)
+    backend = create_backend(settings, app[CACHE_STATS])
     if backend is None:
         yield
         return

@@ -90,6 +90,9 @@ class CacheSettings:
     # Each gunicorn worker would hold its own memory cache, stale up to the TTL after
     # another worker's write: allowed only when this says so.
     memory_across_workers: bool = _key("CACHE_MEMORY_ACROSS_WORKERS")
+    # The memory backend's bound per process (keys, ETags, bodies, plus an estimate of
+    # their overhead); beyond it the least recently used entries go.
+    memory_max_bytes: int = _key("CACHE_MEMORY_MAX_BYTES", low=4096, high=4 * 1024**3)
 
 
 @dataclass(frozen=True, slots=True)

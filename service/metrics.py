@@ -67,6 +67,7 @@ SPECS = (
     Spec("cache_misses_total", "counter", "Response cache misses, by cache."),
     Spec("cache_errors_total", "counter", "Cache calls that failed or timed out, by cache."),
     Spec("cache_invalidations_total", "counter", "Entries retired by writes, by cache."),
+    Spec("cache_evictions_total", "counter", "Entries dropped for the memory bound, by cache."),
     Spec("db_operation_duration_seconds", "histogram", "MongoDB command time, by outcome."),
     Spec("db_retries_total", "counter", "Database calls retried, by operation and error."),
     Spec("process_resident_memory_bytes", "gauge", "Resident memory.", True),
@@ -80,6 +81,7 @@ _CACHE_COUNTERS = {
     "miss": "cache_misses_total",
     "error": "cache_errors_total",
     "invalidation": "cache_invalidations_total",
+    "eviction": "cache_evictions_total",
 }
 
 

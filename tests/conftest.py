@@ -57,7 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
     counts: dict[str, int] = {driver: 0 for driver in selected_drivers()}
     config.stash[_DRIVERS_RUN] = counts
     config.addinivalue_line(
-        "markers", "one_driver: builds a service but never exercises the driver (one run)"
+        "markers", "one_driver: builds a service but its subject is not the driver (one run)"
     )
 
 

@@ -141,7 +141,10 @@ async def test_a_slow_read_cannot_refill_the_cache_after_a_write(
     cache_settings: Settings,
 ) -> None:
     """The read fetches the token, a write lands, then the read stores its old result."""
-    cache = ResponseCache(cache_settings.cache, create_backend(cache_settings.cache), CacheStats())  # type: ignore[arg-type]
+    stats = CacheStats()
+    backend = create_backend(cache_settings.cache, stats)
+    assert backend is not None
+    cache = ResponseCache(cache_settings.cache, backend, stats)
     loading = asyncio.Event()
     release = asyncio.Event()
 

@@ -28,9 +28,10 @@ def cache(request: pytest.FixtureRequest) -> ResponseCache:
         redis_server: RedisServer = request.getfixturevalue("redis_server")
         env["REDIS_URL"] = redis_server.url
     settings = load_settings(env).cache
-    made = create_backend(settings)
+    stats = CacheStats()
+    made = create_backend(settings, stats)
     assert made is not None
-    return ResponseCache(settings, made, CacheStats())
+    return ResponseCache(settings, made, stats)
 
 
 async def test_a_read_after_a_write_never_shares_a_load_that_began_before_it(

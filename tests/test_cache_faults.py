@@ -67,9 +67,10 @@ async def test_a_read_after_a_write_never_joins_a_load_that_began_before_it(
     cache_settings = dataclasses.replace(
         settings.cache, backend=backend, redis_url=redis_server.url, namespace=f"t{id(settings)}"
     )
-    backend_ = create_backend(cache_settings)
+    stats = CacheStats()
+    backend_ = create_backend(cache_settings, stats)
     assert backend_ is not None
-    cache = ResponseCache(cache_settings, backend_, CacheStats())
+    cache = ResponseCache(cache_settings, backend_, stats)
     loading, release = asyncio.Event(), asyncio.Event()
 
     async def old_load() -> Cached:
@@ -99,9 +100,10 @@ async def test_a_repeated_invalidation_that_another_request_delivered_is_done(
     """A write's repeat of a failed delivery can find that a concurrent request already
     delivered everything owed: nothing is left to send, and that is success, not a 500."""
     cache_settings = dataclasses.replace(settings.cache, backend="memory")
-    backend = create_backend(cache_settings)
+    stats = CacheStats()
+    backend = create_backend(cache_settings, stats)
     assert backend is not None
-    cache = ResponseCache(cache_settings, backend, CacheStats())
+    cache = ResponseCache(cache_settings, backend, stats)
     try:
         assert await cache._deliver()  # what the repeat finds: nothing owed
     finally:

@@ -23,6 +23,9 @@ from service.config import ConfigError, load_settings
 from tests.conftest import AiohttpClient, Client, ready_client
 from tests.http_clients import curl, exchange
 
+# The subject is the HTTP layer, not the database driver: one run, on the first driver.
+pytestmark = pytest.mark.one_driver
+
 
 async def _user_with_orders(client: Client, orders: int = 12) -> dict[str, Any]:
     email = f"ada-{uuid.uuid4().hex[:12]}@example.com"

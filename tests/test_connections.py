@@ -22,6 +22,9 @@ from service.connections import ConnectionGuard, connection_cap
 from tests.rawhttp import Reader, Service, closed_within, connect, exchange, running_service
 from tests.servers import MongoServer
 
+# The subject is the HTTP layer, not the database driver: one run, on the first driver.
+pytestmark = pytest.mark.one_driver
+
 PROBLEM = "application/problem+json"
 ECHO = b"zq-echo-marker"  # what a refused request carries, and its answer must not
 

@@ -19,6 +19,9 @@ from service.config import ConfigError, load_settings
 from tests.conftest import AiohttpClient, Client, ready_client
 from tests.http_clients import curl, exchange
 
+# The subject is the HTTP layer, not the database driver: one run, on the first driver.
+pytestmark = pytest.mark.one_driver
+
 APP = "https://app.example.com"
 OTHER = "https://evil.example.net"
 WRITER = "writer-token-0123456789"

@@ -30,6 +30,9 @@ import pytest
 from tests.api import DOCUMENT
 from tests.servers import ServiceProcess, in_ci
 
+# The subject is the HTTP layer, not the database driver: one run, on the first driver.
+pytestmark = pytest.mark.one_driver
+
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "tests" / "screenshots" / "docs.png"
 CHROMIUM_FLAGS = (

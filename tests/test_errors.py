@@ -11,6 +11,9 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import AiohttpClient
 
+# The subject is the HTTP layer, not the database driver: one run, on the first driver.
+pytestmark = pytest.mark.one_driver
+
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
 
 

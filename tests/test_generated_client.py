@@ -23,6 +23,9 @@ import pytest
 
 from tests.servers import VENV_BIN, ServiceProcess
 
+# The subject is the HTTP layer, not the database driver: one run, on the first driver.
+pytestmark = pytest.mark.one_driver
+
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "client-writer-token-0123456789"
 PACKAGE = "user_service_client"

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from service.app import create_app
@@ -21,6 +22,9 @@ from service.logs import ACCESS_LOG
 from tests.conftest import AiohttpClient, Client
 from tests.http_clients import RawResponse, curl, exchange
 from tests.servers import free_port
+
+# The subject is the HTTP layer, not the database driver: one run, on the first driver.
+pytestmark = pytest.mark.one_driver
 
 # Hop-by-hop or per-message headers that legitimately differ between two answers.
 _PER_MESSAGE = {"date", "x-request-id", "connection"}

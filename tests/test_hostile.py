@@ -24,6 +24,9 @@ from service.schemas import MAX_JSON_DEPTH
 from tests.api import checked
 from tests.conftest import CURSOR_SECRET, Client, CommandRecorder
 
+# The subject is the HTTP layer, not the database driver: one run, on the first driver.
+pytestmark = pytest.mark.one_driver
+
 PROBLEM = "application/problem+json"
 KIB = 1024
 

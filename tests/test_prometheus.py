@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import pytest
 
 from service.metrics import SPECS, Metrics
 from tests.conftest import Client, require_command
 from tests.servers import MongoServer, RedisServer, ServerProcess, free_port, wait_for_port
 from tests.test_observability import _both_workers_published, _gunicorn, _worker_pids, parse
+
+# The subject is the HTTP layer, not the database driver: one run, on the first driver.
+pytestmark = pytest.mark.one_driver
 
 T = TypeVar("T")
 Sent = Counter[tuple[str, str]]  # (route, status) -> requests answered

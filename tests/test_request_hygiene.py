@@ -16,6 +16,7 @@ import itertools
 import json
 import re
 
+import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -25,6 +26,9 @@ from service.logs import ACCESS_LOG, RequestIds
 from tests.api import checked
 from tests.conftest import AiohttpClient, Client
 from tests.http_clients import exchange
+
+# The subject is the HTTP layer, not the database driver: one run, on the first driver.
+pytestmark = pytest.mark.one_driver
 
 WRITER = "writer-token-0123456789"
 

@@ -16,6 +16,9 @@ from service.config import Settings, load_settings
 from service.limits import IN_FLIGHT
 from tests.conftest import AiohttpClient, Client, wait_until
 
+# The subject is the HTTP layer, not the database driver: one run, on the first driver.
+pytestmark = pytest.mark.one_driver
+
 WRITER = "writer-token-0123456789"
 READER = "reader-token-0123456789"
 HASHED = "hashed-token-0123456789"

@@ -24,6 +24,9 @@ import pytest
 from tests.rawhttp import Service, running_service
 from tests.servers import in_ci
 
+# The subject is the HTTP layer, not the database driver: one run, on the first driver.
+pytestmark = pytest.mark.one_driver
+
 ATTACK_SECONDS = 12
 FILE_LIMIT = 256
 PROBE_TIMEOUT = 1.0
