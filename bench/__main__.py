@@ -20,6 +20,7 @@ from bench.harness import (
     HOT_SET,
     ROOT,
     Stack,
+    cpu_seconds,
     machine,
     memory_mb,
     publish,
@@ -89,6 +90,9 @@ class Result:
     ratio: float | None = None
     p99_ratio: float | None = None
     driver: str = "motor"
+    # User + system CPU of the target's processes (master and workers) in the timed window,
+    # divided by the requests answered in it: far steadier than req/s on a shared machine.
+    cpu_us_per_request: float = 0.0
 
 
 def _start_baseline(
@@ -135,7 +139,11 @@ def _run(
     }
     try:
         wrk(port, args.warmup, stack.ids_file, **load)
+        pids = [process.pid, *worker_pids(process.pid)]
+        cpu_before = cpu_seconds(pids)
         measured = wrk(port, args.duration, stack.ids_file, **load)
+        cpu = cpu_seconds(pids) - cpu_before
+        requests = measured["rps"] * args.duration
         rss = memory_mb(worker_pids(process.pid))
     finally:
         stop(process)
@@ -148,6 +156,7 @@ def _run(
         int(measured["errors"]),
         round(rss, 1),
         driver=driver,
+        cpu_us_per_request=round(cpu * 1e6 / requests, 1) if requests else 0.0,
     )
 
 
@@ -183,9 +192,9 @@ def table(results: list[Result], machine: str, settings: str) -> str:
     lines = [
         f"Machine: {machine}. Load: {settings}.",
         "",
-        "| Scenario | Workers | Requests/s | x baseline | p50 ms | p99 ms | p99 x baseline "
-        "| Errors | Peak RSS/worker MB | Targets (1 worker) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| Scenario | Workers | Requests/s | x baseline | CPU µs/request | p50 ms | p99 ms "
+        "| p99 x baseline | Errors | Peak RSS/worker MB | Targets (1 worker) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
         ratio = "1.00" if r.scenario == "baseline" else f"{r.ratio:.2f}"
@@ -193,7 +202,8 @@ def table(results: list[Result], machine: str, settings: str) -> str:
         verdicts = ", ".join(_verdicts(r))
         name = f"{r.scenario} ({r.driver})" if r.scenario in _PER_DRIVER else r.scenario
         lines.append(
-            f"| {name} | {r.workers} | {r.requests_per_second:,.0f} | {ratio} | {r.p50_ms} "
+            f"| {name} | {r.workers} | {r.requests_per_second:,.0f} | {ratio} "
+            f"| {r.cpu_us_per_request:,.0f} | {r.p50_ms} "
             f"| {r.p99_ms} | {p99_ratio} | {r.errors} | {r.peak_rss_mb} | {verdicts} |"
         )
     return "\n".join(lines)

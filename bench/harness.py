@@ -126,6 +126,18 @@ def worker_pids(master: int) -> list[int]:
     return [int(pid) for pid in path.read_text().split()] if path.exists() else []
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far (from /proc/<pid>/stat)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            # Fields after the command's closing parenthesis; utime and stime are 14 and 15.
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def memory_mb(pids: list[int], field: str = "VmHWM") -> float:
     """The largest of the workers' VmHWM (peak RSS) or VmRSS (current), in MB."""
     values = []
