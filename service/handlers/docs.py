@@ -75,3 +75,15 @@ async def asset(request: web.Request) -> web.StreamResponse:
         raise NotFound("No such documentation file.")
     path = Path(str(swagger_ui_path)) / name
     return web.FileResponse(path, headers={**_REVALIDATE, "Content-Type": content_type})
+
+
+def prune_unserved_assets(directory: Path | None = None) -> list[str]:
+    """Delete the Swagger UI files this page never serves (source maps and the other
+    bundles, about 10 MB): the image build calls it, to keep the image its size."""
+    folder = directory or Path(str(swagger_ui_path))
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.name not in _CONTENT_TYPES:
+            path.unlink()
+            removed.append(path.name)
+    return removed

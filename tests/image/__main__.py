@@ -265,6 +265,8 @@ def run_container(
         "MONGO_URL": f"mongodb://{HOST_FROM_CONTAINER}:{mongo.port}/?directConnection=true",
         "REDIS_URL": f"redis://{HOST_FROM_CONTAINER}:{redis.port}/0",
         "API_TOKENS": token,
+        "CURSOR_SECRET": secrets.token_hex(24),
+        "CURSOR_SECRET_PREVIOUS": "",  # optional in the manifest: no rotation under way
     }
     missing = set(pod.secret_env) - set(secret_values)
     if missing:
