@@ -42,7 +42,7 @@ import pymongo
 import yaml
 
 from bench.harness import BIN, ROOT, TOKEN, machine, publish
-from tests.servers import MongoServer, RedisServer, free_port
+from tests.servers import MongoServer, RedisServer, free_port, terminate
 from tests.test_prometheus import PrometheusApi, PrometheusServer
 
 KUBERNETES = ROOT / "config" / "kubernetes"
@@ -189,14 +189,8 @@ class HAProxy:
                                             stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            terminate(self.process)
         self.process = None
 
     async def servers(self, http: aiohttp.ClientSession) -> dict[str, str]:

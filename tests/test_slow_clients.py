@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import subprocess
 import threading
 import urllib.request
@@ -21,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_command
 from tests.rawhttp import Service, running_service
-from tests.servers import in_ci
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver
@@ -39,21 +38,11 @@ MODES = {
 }  # fmt: skip
 
 
-def _require(command: str, package: str) -> str:
-    path = shutil.which(command)
-    if path is None:
-        message = f"{command} is not installed: `sudo apt-get install {package}`"
-        if in_ci():
-            pytest.fail(f"{message} (CI must not skip it)")
-        pytest.skip(message)
-    return path
-
-
 @pytest.fixture
 def limited_service(test_env: dict[str, str], tmp_path: Path) -> Iterator[Service]:
     """python -m service (one process) under `prlimit --nofile=256`, default bounds."""
-    prlimit = _require("prlimit", "util-linux")
-    _require("slowhttptest", "slowhttptest")
+    prlimit = require_command("prlimit", "util-linux")
+    require_command("slowhttptest", "slowhttptest")
     env = {**test_env, "LOG_LEVEL": "WARNING"}
     prefix = [prlimit, f"--nofile={FILE_LIMIT}:{FILE_LIMIT}", "--"]
     with running_service("python -m service", env, tmp_path / "service.log", prefix) as service:
