@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,26 +25,20 @@ from aiohttp import web
 from service.app import create_app
 from service.cache import CACHE_STATS
 from service.config import ConfigError, load_settings
-from tests.conftest import AiohttpClient, Client, ready_client
-from tests.servers import RedisServer, free_port, in_ci
+from tests.conftest import AiohttpClient, Client, ready_client, require_command
+from tests.servers import RedisServer, free_port
 
 PASSWORD = "acl-pass-Zq8xW3"
 USER = "cache-writer"
 
 
-def _require(command: str) -> str:
-    path = shutil.which(command)
-    if path is None:
-        message = f"{command} is not installed (Debian: apt-get install {command})"
-        if in_ci():
-            pytest.fail(f"{message}; CI must not skip it")
-        pytest.skip(message)
-    return path
-
-
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(
-        [_require("openssl"), *args], cwd=cwd, check=True, capture_output=True, timeout=60
+        [require_command("openssl", "openssl"), *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
 
 
@@ -94,7 +87,7 @@ class TlsAclRedis(RedisServer):
 
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[TlsAclRedis]:
-    _require("redis-server")
+    require_command("redis-server", "redis-server")
     make_certificates(tmp_path / "redis")
     server = TlsAclRedis(tmp_path / "redis", port=free_port())
     server.start()
