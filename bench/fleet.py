@@ -567,6 +567,9 @@ class Fleet:
                 await asyncio.sleep(1)
             totals = found.counts
             at = time.time()
+            buckets = await exact_totals(
+                api, at, starts, "http_request_duration_seconds_bucket", ("le",)
+            )
             window = f"{math.ceil(at - began) + 5}s"
             selector = f'route=~"{ROUTE_MATCHER}"'
             increase = await api.query(
@@ -600,6 +603,8 @@ class Fleet:
             "requests_total_exact": sum(totals.values()),
             "increase_estimate": round(float(increase[0]["value"][1]), 1) if increase else None,
             "p99_seconds": float(p99[0]["value"][1]) if p99 else None,
+            # Exact cumulative counts per bucket bound, over the fleet and its restarts.
+            "buckets": {le: buckets.counts.get((le,), 0.0) for (le,) in sorted(buckets.counts)},
             "rate_rps_mid_load": round(float(rate[0]["value"][1]), 1) if rate else None,
             "client_rps_mid_load": round(counted / span, 1),
             "resets_by_instance": dict(sorted(by_instance.items())),
@@ -617,23 +622,31 @@ class Fleet:
 
 @dataclass
 class Totals:
-    """Requests by (method, route, status), and counters seen going back within a process."""
+    """Each series' exact total keyed by some of its labels, and counters seen going back
+    within a process."""
 
-    counts: dict[tuple[str, str, str], float]
+    counts: dict[tuple[str, ...], float]
     backwards: list[str]
 
 
-async def exact_totals(api: PrometheusApi, at: float, starts: dict[str, list[float]]) -> Totals:
-    """Each process's last value of each series, summed: exact, where increase() extrapolates.
+async def exact_totals(
+    api: PrometheusApi,
+    at: float,
+    starts: dict[str, list[float]],
+    metric: str = "http_requests_total",
+    keys: tuple[str, ...] = ("method", "route", "status"),
+) -> Totals:
+    """Each process's last value of each series, summed by `keys`: exact, where increase()
+    extrapolates.
 
     `starts` holds, per target, when its instance was started again. A series' samples are
     split there, one run per process: a restarted counter that is back above its old value
     by its first scrape is then still counted from zero (resets() would miss it), and a
     counter that goes back *within* one process is caught.
     """
-    query = f'http_requests_total{{route=~"{ROUTE_MATCHER}"}}[30m]'
+    query = f'{metric}{{route=~"{ROUTE_MATCHER}"}}[30m]'
     data = await api.get("/api/v1/query", query=query, time=str(at))
-    totals: dict[tuple[str, str, str], float] = defaultdict(float)
+    totals: dict[tuple[str, ...], float] = defaultdict(float)
     backwards = []
     for series in data["result"]:
         labels = series["metric"]
@@ -644,7 +657,7 @@ async def exact_totals(api: PrometheusApi, at: float, starts: dict[str, list[flo
             if value < last.get(run, 0.0):
                 backwards.append(f"{labels} went from {last[run]} to {value} at {stamp}")
             last[run] = value
-        totals[(labels["method"], labels["route"], labels["status"])] += sum(last.values())
+        totals[tuple(labels[key] for key in keys)] += sum(last.values())
     return Totals({key: value for key, value in totals.items() if value}, backwards)
 
 
