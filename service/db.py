@@ -37,7 +37,7 @@ from pymongo.errors import (
 )
 from pymongo.monitoring import CommandListener
 
-from service.background import running
+from service.background import running, within
 from service.config import SETTINGS, MongoDriver, MongoSettings, redact_url
 
 __all__ = [
@@ -180,6 +180,7 @@ def driver_version(driver: MongoDriver) -> str:
 
 
 MONGO = web.AppKey("mongo", Mongo)
+_CLOSE_SECONDS = 5.0
 MONGO_LISTENERS = web.AppKey("mongo_listeners", list[CommandListener])
 
 
@@ -197,4 +198,8 @@ async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     async with running(mongo.ensure_indexes_until_done(), "ensure-indexes"):
         yield
-    await mongo.close()
+    try:
+        # A client still talking to a server that stopped answering must not hold the exit.
+        await within(_CLOSE_SECONDS, mongo.close())
+    except TimeoutError:
+        log.warning("the MongoDB client did not close within %gs; exiting anyway", _CLOSE_SECONDS)

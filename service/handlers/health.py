@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
+from service.background import within
 from service.config import SETTINGS
 from service.db import MONGO, PyMongoError
 from service.errors import problem_response
@@ -24,7 +23,7 @@ async def ready(request: web.Request) -> web.Response:
     mongo = request.app[MONGO]
     timeout = request.app[SETTINGS].health.ready_timeout_seconds
     try:
-        await asyncio.wait_for(mongo.ping(), timeout)
+        await within(timeout, mongo.ping())
     except TimeoutError:
         return _not_ready(f"mongodb: no answer within {timeout:g}s")
     except PyMongoError as exc:
