@@ -2,7 +2,10 @@
 with SIGTERM under load, judged by the clients, the database and a real Prometheus.
 
 The harness lives in bench/fleet.py (shared with `make fleet`, which runs longer); the
-drain and grace periods come from the Kubernetes manifests, like the pods'.
+drain and grace periods come from the Kubernetes manifests, like the pods'. It runs the
+default driver (Motor) only: its subject is the balancer, the drain and the cache tokens,
+and the drivers' own behaviour through restarts and faults is tested per driver elsewhere
+(test_faults, test_resilience, test_shutdown).
 """
 
 from __future__ import annotations
