@@ -32,7 +32,7 @@ class Result:
     round: int = 1
     label: str = ""  # how the table names it: "miss (motor)"; the scenario when empty
     # wrk's error counts by kind (connect, read, write, status: a non-2xx/3xx answer,
-    # timeout), the ones that are not zero: what to look for in the servers' log.
+    # timeout) and, for the database-bound targets, by status (status_503), when not zero.
     error_kinds: dict[str, int] = field(default_factory=dict)
 
     @property
