@@ -75,7 +75,7 @@ run: venv
 	echo "user-service: http://127.0.0.1:$(DEV_PORT)  (try /users/$$($(BIN)/python -c 'from service.seed import seed_id; print(seed_id("user", 0))'))"; \
 	SERVICE_ENV=development $(BIN)/adev runserver service/app.py --host 127.0.0.1 --port $(DEV_PORT)
 
-# Not part of `make test`. bench: about 13 minutes, 3 rounds (`ARGS="--quick"`: one short round);
+# Not part of `make test`. bench: about 9 minutes, 3 rounds (`ARGS="--quick"`: one short round);
 # soak: 5 minutes of mixed load (`ARGS="--minutes 1"`); overload: about a minute.
 bench soak overload: venv
 	@command -v wrk >/dev/null || { echo "$@: wrk is missing: sudo apt-get install wrk"; exit 2; }
