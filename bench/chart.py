@@ -3,7 +3,8 @@
 Bars are the medians of the rounds, whiskers the lowest and highest round. Both axes are
 logarithmic: bare aiohttp answers ~40 times more requests than a read that goes to the
 database, and a linear axis would flatten every miss row to nothing. Grey bars are the
-yardsticks (bare aiohttp, the two driver floors), blue ones the service.
+yardsticks (bare aiohttp, the two driver floors), blue ones the service; a hatched bar
+had errors in some round (quick 503s make it look faster and cheaper than it is).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from bench.summary import Row, Spread
 from bench.targets import REFERENCES
@@ -34,29 +34,29 @@ def _panel(
     whiskers = [[s.median - s.low for s in spreads], [s.high - s.median for s in spreads]]
     colours = [_REFERENCE if row.scenario in REFERENCES else _SERVICE for row in rows]
     places = list(range(len(rows)))
-    axes.barh(places, medians, color=colours, xerr=whiskers, capsize=3, ecolor="#333333")
+    bars = axes.barh(places, medians, color=colours, xerr=whiskers, capsize=3, ecolor="#333333")
+    for bar, row in zip(bars, rows, strict=True):
+        if row.errors:  # quick 503s flatter both figures: say so on the bar
+            bar.set_hatch("//")
+            bar.set_edgecolor("white")
     axes.set_xscale("log")
     axes.set_yticks(places, [row.name for row in rows] if position == 1 else [])
     axes.invert_yaxis()  # the table's order, top to bottom
     axes.set_title(title, fontsize=11)
     axes.grid(axis="x", which="major", color="#dddddd")
     axes.set_axisbelow(True)
-    for place, spread in zip(places, spreads, strict=True):
+    for place, spread, row in zip(places, spreads, rows, strict=True):
+        errors = f" ({row.errors:,} errors)" if row.errors else ""
         axes.annotate(
-            f"{spread.median:,.{digits}f}",
+            f"{spread.median:,.{digits}f}{errors}",
             (spread.high, place),
             xytext=(4, 0),
             textcoords="offset points",
             va="center",
             fontsize=8,
         )
-    axes.set_xlim(min(s.low for s in spreads) / 2, max(s.high for s in spreads) * 4)
-    if position == 1:
-        legend = [
-            Patch(color=_REFERENCE, label="bare aiohttp, driver floors"),
-            Patch(color=_SERVICE, label="the service"),
-        ]
-        axes.legend(handles=legend, loc="lower right", fontsize=8)
+    # Room on the right for the longest label ("4,236 (25 errors)") on a log axis.
+    axes.set_xlim(min(s.low for s in spreads) / 2, max(s.high for s in spreads) * 12)
 
 
 def draw(rows: Sequence[Row], path: Path, subtitle: str) -> None:
@@ -64,7 +64,8 @@ def draw(rows: Sequence[Row], path: Path, subtitle: str) -> None:
     chosen = [row for row in rows if row.workers == 1]
     figure = Figure(figsize=(11, 0.42 * len(chosen) + 2.2), layout="constrained")
     figure.suptitle("make bench, 1 worker: bars are the median of the rounds, whiskers min-max")
-    figure.supxlabel(textwrap.fill(subtitle, 150), fontsize=8, color="#444444")
+    key = "Grey: bare aiohttp and the driver floors (bench/). Blue: the service. Hatched: errors."
+    figure.supxlabel(f"{key}\n{textwrap.fill(subtitle, 150)}", fontsize=8, color="#444444")
     throughput = [row.requests_per_second for row in chosen]
     cpu = [row.cpu_us_per_request for row in chosen]
     _panel(figure, 1, chosen, throughput, "requests/s (higher is better)", 0)
