@@ -50,6 +50,7 @@ def stack(prefix: str) -> Iterator[Stack]:
         mongo, redis = MongoServer(directory / "mongo"), RedisServer(directory / "redis")
         mongo.start()
         redis.start()
+        log = directory / "servers.log"
         try:
             env = {**os.environ, "SERVICE_ENV": "test", "MONGO_URL": mongo.url, "MONGO_DB": "bench"}
             seed = [sys.executable, "-m", "service", "seed", "--users", str(USERS)]
@@ -57,10 +58,22 @@ def stack(prefix: str) -> Iterator[Stack]:
             subprocess.run(seed, env=env, check=True, cwd=ROOT)
             ids_file = directory / "ids.txt"
             ids_file.write_text("\n".join(seed_id("user", i) for i in range(USERS)) + "\n")
-            yield Stack(mongo, redis, ids_file, directory / "servers.log")
+            yield Stack(mongo, redis, ids_file, log)
         finally:
             redis.stop()
             mongo.stop()
+            _keep_server_log(log, RESULTS / f"{prefix.removeprefix('user-service-')}servers.log")
+
+
+def _keep_server_log(log: Path, kept: Path) -> None:
+    """The services' log without its 2xx-4xx access lines: what a run's errors were."""
+    if not log.exists():
+        return
+    quiet = re.compile(r'"logger":"service\.access".*"status":[234]\d\d')
+    with log.open(errors="replace") as lines:
+        text = "".join(line for line in lines if not quiet.search(line))
+    RESULTS.mkdir(exist_ok=True)
+    kept.write_text(text)
 
 
 def service_env(stack: Stack, cache: str, port: int, workers: int) -> dict[str, str]:
