@@ -33,4 +33,8 @@ async def list_orders(request: web.Request) -> web.Response:
 
 async def get_order(request: web.Request) -> web.Response:
     order_id = path_id(request, "order_id")
-    return conditional_json(request, await request.app[REPOSITORY].order(order_id))
+    repository = request.app[REPOSITORY]
+    cached = repository.cached_order(order_id)
+    if cached is None:
+        cached = await repository.order(order_id)
+    return conditional_json(request, cached)
