@@ -38,7 +38,7 @@ from service.logs import (
     request_id_var,
 )
 from service.metrics import KNOWN_METHODS, Metrics, RequestSeries
-from service.responses import SERVER
+from service.responses import STANDARD_HEADERS, Representation
 from service.retry import Deadlines
 
 # Probes and scrapes: exempt from the in-flight bound and the deadline (they carry their own
@@ -135,11 +135,11 @@ class Pipeline:
                 except Exception as error:  # noqa: BLE001 - rendered as problem+json, never leaked
                     response = render_error(request, error)
                 status = response.status
-                compression.apply(request, response)
                 headers = response.headers
+                if type(response) is not Representation:  # a cached one has its headers
+                    compression.apply(request, response)
+                    headers.update(STANDARD_HEADERS)
                 headers[REQUEST_ID_HEADER] = request_id
-                headers["X-Content-Type-Options"] = "nosniff"  # never let a browser sniff a type
-                headers["Server"] = SERVER
                 if cors.enabled:
                     cors.decorate(request, headers)
                 return response
