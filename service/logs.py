@@ -194,18 +194,27 @@ class AccessLog:
         self._pending: list[tuple[float, str, str, int, float, str, str]] = []
         self._second = -1
         self._stamp = ""
+        self._millis = -1
+        self._time_text = ""
         self._escaped: dict[str, str] = {}  # route or address -> its JSON string literal
+        self._json_parts: dict[tuple[str, str, int], tuple[str, str]] = {}
 
     def _time(self, now: float) -> str:
-        second = int(now)
+        millis = int(now * 1000)
+        if millis == self._millis:
+            return self._time_text  # a batch holds many lines per millisecond
+        self._millis = millis
+        second, fraction = divmod(millis, 1000)
         if second != self._second:
             self._second = second
             if self._json:
                 self._stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
             else:
                 self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        millis = int((now - second) * 1000)
-        return f"{self._stamp}.{millis:03d}+00:00" if self._json else f"{self._stamp},{millis:03d}"
+        self._time_text = (
+            f"{self._stamp}.{fraction:03d}+00:00" if self._json else f"{self._stamp},{fraction:03d}"
+        )
+        return self._time_text
 
     def record(
         self, method: str, route: str, status: int, seconds: float, remote: str, rid: str
@@ -223,6 +232,18 @@ class AccessLog:
             literal = self._escaped[text] = orjson.dumps(text).decode()
         return literal
 
+    def _parts(self, method: str, route: str, status: int) -> tuple[str, str]:
+        """The JSON line around its variable parts, made once per method, route and status."""
+        parts = self._json_parts.get((method, route, status))
+        if parts is None:
+            quoted = self._literal(route)
+            parts = self._json_parts[(method, route, status)] = (
+                f'","level":"INFO","logger":"{ACCESS_LOGGER}",'
+                f'"message":"{method} {quoted[1:-1]} {status} ',
+                f'","method":"{method}","route":{quoted},"status":{status},"duration_ms":',
+            )
+        return parts
+
     def _line(
         self,
         now: float,
@@ -234,15 +255,13 @@ class AccessLog:
         rid: str,
     ) -> str:
         stamp = self._time(now)
-        ms = round(seconds * 1000, 2)
+        ms = f"{seconds * 1000:.2f}"
         if not self._json:
-            message = f"{method} {route} {status} {ms:.2f}ms"
+            message = f"{method} {route} {status} {ms}ms"
             return f"{stamp} INFO    {ACCESS_LOGGER} [{rid}] {message} {remote}\n"
-        quoted = self._literal(route)
+        head, tail = self._parts(method, route, status)
         return (
-            f'{{"time":"{stamp}","level":"INFO","logger":"{ACCESS_LOGGER}",'
-            f'"message":"{method} {quoted[1:-1]} {status} {ms:.2f}ms","request_id":"{rid}",'
-            f'"method":"{method}","route":{quoted},"status":{status},"duration_ms":{ms!r},'
+            f'{{"time":"{stamp}{head}{ms}ms","request_id":"{rid}{tail}{ms},'
             f'"remote":{self._literal(remote)}}}\n'
         )
 

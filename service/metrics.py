@@ -26,12 +26,13 @@ import platform
 import struct
 import tempfile
 import threading
+from array import array
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, MutableSequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aioprometheus import histogram as aioprometheus_histogram
@@ -108,32 +109,33 @@ class SampleFile:
         size = max(os.fstat(self._fd).st_size, _INITIAL_SIZE)
         os.ftruncate(self._fd, size)
         self._map = mmap.mmap(self._fd, size)
-        self._values = memoryview(self._map).cast("d")
-        self._slots: dict[str, int] = {}  # key -> index of its value in _values
+        self._view = memoryview(self._map).cast("d")
+        self.values = cast("MutableSequence[float]", self._view)
+        self._slots: dict[str, int] = {}  # key -> index of its value in `values`
         self._used = _HEADER.unpack_from(self._map, 0)[0] or _HEADER.size
         for key, offset in _records(self._map, self._used):
             self._slots[key] = offset // _VALUE.size
 
-    def add(self, key: str, delta: float) -> None:
+    def slot(self, key: str) -> int:
+        """Where `key`'s value is in `values` (appended, at zero, when new)."""
         slot = self._slots.get(key)
-        if slot is None:
-            slot = self._append(key)
-        self._values[slot] += delta
+        return self._append(key) if slot is None else slot
+
+    def add(self, key: str, delta: float) -> None:
+        self.values[self.slot(key)] += delta
 
     def set(self, key: str, value: float) -> None:
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._append(key)
-        self._values[slot] = value
+        self.values[self.slot(key)] = value
 
     def _append(self, key: str) -> int:
         encoded = key.encode()
         padded = len(encoded) + (-(len(encoded) + _LENGTH.size) % 8)
         needed = _LENGTH.size + padded + _VALUE.size
         if self._used + needed > len(self._map):
-            self._values.release()  # mmap refuses to resize while a view is exported
+            self._view.release()  # mmap refuses to resize while a view is exported
             self._map.resize(2 * len(self._map) + needed)
-            self._values = memoryview(self._map).cast("d")
+            self._view = memoryview(self._map).cast("d")
+            self.values = cast("MutableSequence[float]", self._view)
         _LENGTH.pack_into(self._map, self._used, len(encoded))
         start = self._used + _LENGTH.size
         self._map[start : start + len(encoded)] = encoded
@@ -145,7 +147,7 @@ class SampleFile:
         return slot
 
     def close(self) -> None:
-        self._values.release()
+        self._view.release()
         self._map.close()
         os.close(self._fd)
 
@@ -245,16 +247,27 @@ def merged_samples(directory: Path) -> dict[str, float]:
 
 
 class MemorySamples:
-    """The sample store when there is no directory: the same keys, in a plain dict."""
+    """The sample store when there is no directory: the same keys, values in an array."""
 
     def __init__(self) -> None:
-        self.values: dict[str, float] = defaultdict(float)
+        self.values: MutableSequence[float] = array("d")
+        self._slots: dict[str, int] = {}
+
+    def slot(self, key: str) -> int:
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = len(self.values)
+            self.values.append(0.0)
+        return slot
 
     def add(self, key: str, delta: float) -> None:
-        self.values[key] += delta
+        self.values[self.slot(key)] += delta
 
     def set(self, key: str, value: float) -> None:
-        self.values[key] = value
+        self.values[self.slot(key)] = value
+
+    def samples(self) -> dict[str, float]:
+        return {key: self.values[slot] for key, slot in self._slots.items()}
 
     def close(self) -> None:
         return None
@@ -348,7 +361,7 @@ class Metrics:
         if self.directory is not None:
             return merged_samples(self.directory)
         with self._lock:
-            return dict(self._store.values) if isinstance(self._store, MemorySamples) else {}
+            return self._store.samples() if isinstance(self._store, MemorySamples) else {}
 
     def render(self, accepts: list[str]) -> tuple[bytes, dict[str, str]]:
         self.sample_process()
@@ -368,49 +381,65 @@ class Metrics:
 
 
 @dataclass(frozen=True, slots=True)
-class _StatusKeys:
-    total: str
-    buckets: tuple[str, ...]  # one per LATENCY_BUCKETS bound, then +Inf
-    sum: str
+class _StatusSlots:
+    total: int
+    buckets: tuple[int, ...]  # one per LATENCY_BUCKETS bound, then +Inf
+    sum: int
 
 
 class RequestSeries:
-    """The request metrics of one method and route, under keys resolved once (per status on
-    first sight): recording a request is four additions under one lock."""
+    """The request metrics of one method and route, at slots of the sample store resolved
+    once (per status on first sight): recording a request is a few indexed additions
+    under one lock, with no key built or looked up."""
 
-    __slots__ = ("_by_status", "_in_progress", "_labels", "_metrics")
+    __slots__ = ("_by_status", "_in_progress", "_labels", "_metrics", "_store")
 
     def __init__(self, metrics: Metrics, method: str, route: str) -> None:
         self._metrics = metrics
         self._labels = {"method": method, "route": route}
-        self._in_progress = metrics._key("http_requests_in_progress", self._labels)
-        self._by_status: dict[int, _StatusKeys] = {}
+        self._store: SampleFile | MemorySamples | None = None  # what the slots point into
+        self._in_progress = 0
+        self._by_status: dict[int, _StatusSlots] = {}
+
+    def _bind(self, store: SampleFile | MemorySamples) -> None:
+        """Resolve the slots in `store` (the metrics swap theirs when closed)."""
+        self._store = store
+        self._in_progress = store.slot(
+            self._metrics._key("http_requests_in_progress", self._labels)
+        )
+        self._by_status = {}
 
     def started(self) -> None:
         metrics = self._metrics
         with metrics._lock:
-            metrics._store.add(self._in_progress, 1.0)
+            store = metrics._store
+            if store is not self._store:
+                self._bind(store)
+            store.values[self._in_progress] += 1.0
 
     def finished(self, status: int, seconds: float) -> None:
-        keys = self._by_status.get(status)
-        if keys is None:
-            keys = self._by_status[status] = self._keys(status)
-        bucket = keys.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)]
+        bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds)
         metrics = self._metrics
         with metrics._lock:
             store = metrics._store
-            store.add(self._in_progress, -1.0)
-            store.add(keys.total, 1.0)
-            store.add(bucket, 1.0)
-            store.add(keys.sum, seconds)
+            if store is not self._store:
+                self._bind(store)
+            slots = self._by_status.get(status)
+            if slots is None:
+                slots = self._by_status[status] = self._slots(store, status)
+            values = store.values
+            values[self._in_progress] -= 1.0
+            values[slots.total] += 1.0
+            values[slots.buckets[bucket]] += 1.0
+            values[slots.sum] += seconds
 
-    def _keys(self, status: int) -> _StatusKeys:
+    def _slots(self, store: SampleFile | MemorySamples, status: int) -> _StatusSlots:
         name = "http_request_duration_seconds"
         key = self._metrics._key
-        return _StatusKeys(
-            key("http_requests_total", {**self._labels, "status": str(status)}),
-            tuple(key(name, self._labels, part) for part in _BUCKET_PARTS),
-            key(name, self._labels, "sum"),
+        return _StatusSlots(
+            store.slot(key("http_requests_total", {**self._labels, "status": str(status)})),
+            tuple(store.slot(key(name, self._labels, part)) for part in _BUCKET_PARTS),
+            store.slot(key(name, self._labels, "sum")),
         )
 
 
