@@ -212,7 +212,7 @@ class RedisBackend:
         await self._cache.close()
 
 
-OnEvent = Callable[[str, str], None]
+OnEvent = Callable[[str, str, int], None]  # cache, event, how many
 
 
 @dataclass
@@ -224,9 +224,8 @@ class CacheStats:
 
     def count(self, cache: str, event: str, n: int = 1) -> None:
         self.counts[(cache, event)] += n
-        for _ in range(n):
-            for hook in self.hooks:
-                hook(cache, event)
+        for hook in self.hooks:
+            hook(cache, event, n)
 
 
 class ResponseCache:

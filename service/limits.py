@@ -36,6 +36,12 @@ class InFlight:
         self.limit = limit
         self.current = 0
 
+    def take(self) -> None:
+        """Take a slot, or answer 503 at once: a fast refusal beats a queue clients leave."""
+        if self.current >= self.limit:
+            raise at_capacity()
+        self.current += 1
+
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 

@@ -335,14 +335,14 @@ class Metrics:
     def request_finished(self, method: str, route: str, status: int, seconds: float) -> None:
         self.series(method, route).finished(status, seconds)
 
-    def cache_event(self, cache: str, event: str) -> None:
+    def cache_event(self, cache: str, event: str, n: int = 1) -> None:
         """Once per cached read: the key is looked up, not built."""
         key = self._hot_keys.get((event, cache))
         if key is None:
             key = self._key(_CACHE_COUNTERS[event], {"cache": cache})
             self._hot_keys[(event, cache)] = key
         with self._lock:
-            self._store.add(key, 1.0)
+            self._store.add(key, n)
 
     def retry(self, operation: str, error_class: str) -> None:
         self._count("db_retries_total", {"operation": operation, "error_class": error_class})
