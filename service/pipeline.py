@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import current_task
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 
@@ -48,6 +49,8 @@ from service.retry import Deadlines
 _UNBOUNDED = ("/health/", "/metrics")
 _SCRAPE = "/metrics"  # neither counted nor logged: scrapes would drown the requests
 _LATE = "The request did not complete in time; retry shortly."
+# A route's answer from a cache that does not wait (a memory hit), or None when it cannot.
+Answer = Callable[[web.Request], web.StreamResponse | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +92,15 @@ class Pipeline:
             bounded=not path.startswith(_UNBOUNDED),
         )
 
-    def wrap(self, handler: Handler, method: str, route: str) -> Handler:
+    def wrap(
+        self, handler: Handler, method: str, route: str, cached: Answer | None = None
+    ) -> Handler:
         """`handler` with the pipeline around it, for `method` (`*`: any) on `route`.
 
         A route for any method, and the unmatched one, resolve their facts per request.
+        `cached` answers first when it can: it never suspends, so it runs inside the
+        in-flight bound without a deadline of its own (nothing can overrun while the
+        event loop is ours), and a cache hit skips the deadline's bookkeeping.
         """
         fixed = (
             None
@@ -103,7 +111,7 @@ class Pipeline:
         preflights = route == UNMATCHED
         pipeline, request_ids, server = self, self.request_ids, self.server
         compression, cors, access_log = self.compression, self.cors, self.access_log
-        in_flight, deadlines = self.in_flight, self.deadlines
+        in_flight = self.in_flight
 
         async def pipelined(request: web.Request) -> web.StreamResponse:
             facts = fixed or pipeline.facts(request.method, route, request.path)
@@ -135,18 +143,14 @@ class Pipeline:
                                 await receive_body(request, server.body_timeout_seconds)
                             mark_busy(request)
                             in_flight.take()
-                            task = current_task()
-                            assert task is not None  # aiohttp runs every request in a task
-                            deadline = deadlines.enter(task)
                             try:
-                                response = await handler(request)
-                            except asyncio.CancelledError:
-                                if not deadlines.overran(task):
-                                    raise  # the client went away, or the server is stopping
-                                raise Unavailable(_LATE) from None
+                                answer = None if cached is None else cached(request)
+                                if answer is not None:
+                                    response = answer
+                                else:
+                                    response = await pipeline._in_time(request, handler)
                             finally:
                                 in_flight.current -= 1
-                                deadlines.leave(task, deadline)
                 except web.HTTPException as error:
                     if error.status < 400:
                         status = error.status
@@ -174,6 +178,21 @@ class Pipeline:
 
         self.wrapped.add(pipelined)
         return pipelined
+
+    async def _in_time(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The handler under the deadline: 503 when the watchdog cuts it off."""
+        task = current_task()
+        assert task is not None  # aiohttp runs every request in a task
+        deadlines = self.deadlines
+        deadline = deadlines.enter(task)
+        try:
+            return await handler(request)
+        except asyncio.CancelledError:
+            if not deadlines.overran(task):
+                raise  # the client went away, or the server is stopping
+            raise Unavailable(_LATE) from None
+        finally:
+            deadlines.leave(task, deadline)
 
 
 PIPELINE = web.AppKey("pipeline", Pipeline)

@@ -16,7 +16,7 @@ from service.handlers import docs, health, openapi, orders, users
 from service.limits import expect_continue
 from service.logs import UNMATCHED
 from service.metrics import metrics_handler
-from service.pipeline import PIPELINE
+from service.pipeline import PIPELINE, Answer
 from service.schemas import (
     Health,
     Order,
@@ -71,6 +71,8 @@ class Endpoint:
     links: tuple[Link, ...] = ()
     public: bool = True  # False: served, but not part of the documented API
     served_if: Callable[[Settings], bool] | None = None  # None: always served
+    # Answers from a cache without waiting, or None: then the handler runs (pipeline.py).
+    cached: Answer | None = None
 
 
 _USER_FROM_BODY = "$response.body#/id"
@@ -87,7 +89,7 @@ ENDPOINTS = (
              query=("limit", "after")),
     Endpoint("GET", "/users/{user_id}", users.get_user, "A user and their 100 newest orders",
              200, UserWithOrders, headers=("If-None-Match",), errors=(304, 404),
-             ok_headers=("ETag",),
+             ok_headers=("ETag",), cached=users.cached_user,
              links=(link("patch_user", users.patch_user, user_id="$response.body#/user/id",
                          **_IF_MATCH_FROM_ETAG),
                     link("delete_user", users.delete_user, user_id="$response.body#/user/id",
@@ -111,6 +113,7 @@ ENDPOINTS = (
              query=("limit", "after"), errors=(404,)),
     Endpoint("GET", "/orders/{order_id}", orders.get_order, "One order", 200, Order,
              headers=("If-None-Match",), errors=(304, 404), ok_headers=("ETag",),
+             cached=orders.cached_order,
              links=(link("get_user", users.get_user, user_id="$response.body#/user_id"),)),
     Endpoint("GET", "/health/live", health.live, "Liveness: the process answers", 200, Health),
     Endpoint("GET", "/health/ready", health.ready,
@@ -135,7 +138,7 @@ def setup_routes(app: web.Application) -> None:
     for endpoint in ENDPOINTS:
         if endpoint.served_if is not None and not endpoint.served_if(settings):
             continue  # e.g. /metrics on its own port (metrics_server_ctx), /docs turned off
-        add_route(app, endpoint.method, endpoint.path, endpoint.handler)
+        add_route(app, endpoint.method, endpoint.path, endpoint.handler, endpoint.cached)
     pipeline = app[PIPELINE]
     app.router.register_resource(
         UnmatchedResource(app.router, pipeline.wrap(_refuse, hdrs.METH_ANY, UNMATCHED))
@@ -143,8 +146,11 @@ def setup_routes(app: web.Application) -> None:
     app.on_startup.append(_check_routes)
 
 
-def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
-    """Serve `handler` for `method` (`*`: any) on `path`, inside the pipeline.
+def add_route(
+    app: web.Application, method: str, path: str, handler: Handler, cached: Answer | None = None
+) -> None:
+    """Serve `handler` for `method` (`*`: any) on `path`, inside the pipeline (`cached`:
+    see Endpoint).
 
     A GET also answers HEAD (RFC 9110 §9.1) with the same handler, so the two cannot
     disagree; aiohttp sends the headers, Content-Length included, and drops the body.
@@ -154,7 +160,7 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler) ->
     route = resource.canonical
     methods = (method, hdrs.METH_HEAD) if method == hdrs.METH_GET else (method,)
     for each in methods:
-        wrapped = pipeline.wrap(handler, each, route)
+        wrapped = pipeline.wrap(handler, each, route, cached)
         resource.add_route(each, wrapped, expect_handler=expect_continue)
 
 

@@ -33,11 +33,13 @@ async def list_users(request: web.Request) -> web.Response:
 async def get_user(request: web.Request) -> web.Response:
     """The user and their 100 newest orders, fetched concurrently."""
     user_id = path_id(request, "user_id")
-    repository = request.app[REPOSITORY]
-    cached = repository.cached_user_with_orders(user_id)
-    if cached is None:
-        cached = await repository.user_with_orders(user_id)
-    return conditional_json(request, cached)
+    return conditional_json(request, await request.app[REPOSITORY].user_with_orders(user_id))
+
+
+def cached_user(request: web.Request) -> web.Response | None:
+    """get_user's answer when the cache has it at hand (memory), else None."""
+    found = request.app[REPOSITORY].cached_user_with_orders(path_id(request, "user_id"))
+    return None if found is None else conditional_json(request, found)
 
 
 async def patch_user(request: web.Request) -> web.Response:
