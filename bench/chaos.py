@@ -67,6 +67,7 @@ class Window:
 class Report:
     seconds: float
     clients: int
+    driver: str = "motor"
     requests: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     acknowledged: int = 0
@@ -322,11 +323,12 @@ class Client:
             await self.check_read()
 
 
-def _instance_env(mongo: MongoServer, redis: RedisServer, port: int) -> dict[str, str]:
+def _instance_env(mongo: MongoServer, redis: RedisServer, port: int, driver: str) -> dict[str, str]:
     """Production configuration on the local servers, as an operator would run it."""
     return {
         **os.environ,
         "SERVICE_ENV": "production",
+        "MONGO_DRIVER": driver,
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "METRICS_PORT": str(free_port()),
@@ -341,7 +343,9 @@ def _instance_env(mongo: MongoServer, redis: RedisServer, port: int) -> dict[str
 
 
 @contextlib.contextmanager
-def _instances(run_dir: Path, mongo: MongoServer, redis: RedisServer) -> Iterator[list[str]]:
+def _instances(
+    run_dir: Path, mongo: MongoServer, redis: RedisServer, driver: str
+) -> Iterator[list[str]]:
     processes: list[subprocess.Popen[bytes]] = []
     urls = []
     try:
@@ -352,7 +356,7 @@ def _instances(run_dir: Path, mongo: MongoServer, redis: RedisServer) -> Iterato
                     subprocess.Popen(
                         [sys.executable, "-m", "service"],
                         cwd=ROOT,
-                        env=_instance_env(mongo, redis, port),
+                        env=_instance_env(mongo, redis, port, driver),
                         stdout=log,
                         stderr=subprocess.STDOUT,
                     )
@@ -500,17 +504,22 @@ def _print_logs(directory: Path) -> None:
 
 
 async def run(
-    seconds: float, clients: int = 4, seed: int = 1, calm: float = 3.0, work_dir: Path | None = None
+    seconds: float,
+    clients: int = 4,
+    seed: int = 1,
+    calm: float = 3.0,
+    work_dir: Path | None = None,
+    driver: str = "motor",
 ) -> Report:
     """Faults in cycles for about `seconds`, then the checks; the servers are its own."""
-    report = Report(seconds=seconds, clients=clients)
+    report = Report(seconds=seconds, clients=clients, driver=driver)
     with tempfile.TemporaryDirectory(prefix="user-service-chaos-", dir=work_dir) as temp:
         directory = Path(temp)
         mongo, redis = MongoServer(directory / "mongo"), RedisServer(directory / "redis")
         mongo.start()
         redis.start()
         try:
-            with _instances(directory, mongo, redis) as urls:
+            with _instances(directory, mongo, redis, driver) as urls:
                 timeout = aiohttp.ClientTimeout(total=15)
                 async with aiohttp.ClientSession(timeout=timeout) as session:
                     await _ready(urls, session)
@@ -549,8 +558,8 @@ def render(report: Report, details: bool = False) -> str:
     statuses = ", ".join(f"{code}: {n:,}" for code, n in sorted(report.statuses.items()))
     verdict = "PASS" if not report.failures() else "FAIL: " + "; ".join(report.failures()[:8])
     rows = [
-        f"Machine: {machine()}. {report.clients} clients, two service instances sharing Redis, "
-        f"{report.seconds:.0f} s.",
+        f"Driver: {report.driver}. Machine: {machine()}. {report.clients} clients, two service "
+        f"instances sharing Redis, {report.seconds:.0f} s.",
         "",
         "| Check | Result |",
         "| --- | --- |",
@@ -580,13 +589,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--drivers", default="motor,pymongo", help="comma-separated, each in turn")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args(argv)
-    report = asyncio.run(run(args.minutes * 60, args.clients, args.seed))
-    data = {f.name: getattr(report, f.name) for f in fields(report)}  # asdict breaks Counters
-    data["failures"] = report.failures()
-    publish("chaos", data, render(report), readme=args.update_readme)
-    return 0 if not report.failures() else 1
+    reports = [
+        asyncio.run(run(args.minutes * 60, args.clients, args.seed, driver=driver))
+        for driver in args.drivers.split(",")
+    ]
+    data: dict[str, Any] = {}
+    for report in reports:
+        fields_ = {
+            f.name: getattr(report, f.name) for f in fields(report)
+        }  # asdict breaks Counters
+        data[report.driver] = {**fields_, "failures": report.failures()}
+    text = "\n\n".join(render(report) for report in reports)
+    publish("chaos", data, text, readme=args.update_readme)
+    return 0 if not any(report.failures() for report in reports) else 1
 
 
 if __name__ == "__main__":

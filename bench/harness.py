@@ -181,6 +181,7 @@ def wrk(
     line = next(line for line in output.splitlines() if line.startswith("BENCH_JSON "))
     data = json.loads(line.removeprefix("BENCH_JSON "))
     result = {
+        "requests": data["requests"],
         "rps": data["requests"] / (data["duration_us"] / 1e6),
         "p50_ms": data["p50_us"] / 1000,
         "p99_ms": data["p99_us"] / 1000,
@@ -209,11 +210,11 @@ def publish(name: str, data: object, text: str, *, readme: bool) -> Path:
     path.write_text(json.dumps(data, indent=2))
     print(text)
     if readme:
-        _update_readme(name, text)
+        update_readme(name, text)
     return path
 
 
-def _update_readme(marker: str, text: str) -> None:
+def update_readme(marker: str, text: str) -> None:
     """Replace what sits between `<!-- {marker}:start -->` and `<!-- {marker}:end -->`."""
     readme = ROOT / "README.md"
     content = readme.read_text()

@@ -164,9 +164,11 @@ class UsersRepository:
             )
             if result.matched_count:
                 return True
-            return (
-                await users.find_one({"_id": user_id, "last_write": token}, {"_id": 1}) is not None
-            )
+            # Nothing matched: there is no such user, or an earlier attempt of ours landed
+            # (its reply lost). Ask whether the user exists, not whether our token is still
+            # there: a concurrent write to the same user may have replaced it since, which
+            # would turn an existing user's order into a 404.
+            return await users.find_one({"_id": user_id}, {"_id": 1}) is not None
 
         return await call_with_retries(self._policy, "users.update", attempt)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -65,7 +66,10 @@ async def test_a_read_after_a_write_never_joins_a_load_that_began_before_it(
 ) -> None:
     """Concurrent misses share one load, but only under the same generation token."""
     cache_settings = dataclasses.replace(
-        settings.cache, backend=backend, redis_url=redis_server.url, namespace=f"t{id(settings)}"
+        settings.cache,
+        backend=backend,
+        redis_url=redis_server.url,
+        namespace=f"t{uuid.uuid4().hex}",
     )
     stats = CacheStats()
     backend_ = create_backend(cache_settings, stats)
@@ -83,7 +87,7 @@ async def test_a_read_after_a_write_never_joins_a_load_that_began_before_it(
 
     try:
         first = asyncio.create_task(cache.read_through("user", "flight", old_load))
-        await loading.wait()
+        await asyncio.wait_for(loading.wait(), 10)
         await cache.invalidate([("user", "flight")])  # a write lands and is acknowledged
         after = asyncio.create_task(cache.read_through("user", "flight", fresh_load))
         await asyncio.sleep(0.05)

@@ -4,9 +4,13 @@ which one it runs (the start-up line, `user_service_build_info`)."""
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import re
+import subprocess
+import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -16,6 +20,8 @@ from pymongo import AsyncMongoClient
 from service.config import ConfigError, MongoDriver, Settings, load_settings
 from service.db import Mongo
 from tests.conftest import AiohttpClient, Client
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 async def test_the_setting_picks_the_client(settings: Settings, mongo_driver: MongoDriver) -> None:
@@ -66,3 +72,24 @@ async def test_the_start_up_line_names_the_driver(
         await aiohttp_client(app)
     lines = [r.getMessage() for r in caplog.records if r.name == "service.db"]
     assert any(line.startswith(f"starting with MongoDB driver {mongo_driver} ") for line in lines)
+
+
+def test_ci_refuses_a_run_narrowed_to_one_driver() -> None:
+    """Locally a run may pick one driver; under CI pytest refuses to start (a usage error)
+    rather than pass with one driver's database tests never run."""
+    command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "tests/test_health.py"]
+
+    def collect(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+            check=False,
+        )  # fmt: skip
+
+    for narrowing in ("MONGO_DRIVER", "SERVICE_TEST_DRIVERS"):
+        refused = collect(CI="true", **{narrowing: "pymongo"})
+        assert refused.returncode == pytest.ExitCode.USAGE_ERROR, refused.stdout + refused.stderr
+        assert "CI runs the database tests on every driver" in refused.stderr
+    local = collect(CI="", MONGO_DRIVER="pymongo")
+    assert local.returncode == 0, local.stdout + local.stderr
+    assert "[pymongo]" in local.stdout
+    assert "[motor]" not in local.stdout

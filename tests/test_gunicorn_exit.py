@@ -4,6 +4,7 @@ a log an operator can read on every rollout without finding an "error" that is n
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,19 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"{url} never answered 200")
+
+
+def _wait_for_two_workers(url: str, process: subprocess.Popen[bytes]) -> None:
+    """Until a scrape shows both workers' process gauges: both have booted and serve."""
+    deadline = time.monotonic() + 30
+    pids: set[str] = set()
+    while len(pids) < 2:
+        assert process.poll() is None, "gunicorn exited before both workers served"
+        assert time.monotonic() < deadline, pids
+        with urllib.request.urlopen(url, timeout=5) as scrape:  # noqa: S310 - http
+            text = scrape.read().decode()
+        pids = set(re.findall(r'^process_start_time_seconds\{[^}]*pid="(\d+)"', text, re.M))
+        time.sleep(0.1)
 
 
 def test_sigterm_closes_each_listening_socket_once(
@@ -60,7 +74,7 @@ def test_sigterm_closes_each_listening_socket_once(
         # Both workers have bound the metrics port (SO_REUSEPORT) once each answers.
         _wait_ready(f"http://127.0.0.1:{port}/health/live", process)
         _wait_ready(f"http://127.0.0.1:{metrics_port}/metrics", process)
-        time.sleep(1.0)  # the second worker is up too (they boot concurrently)
+        _wait_for_two_workers(f"http://127.0.0.1:{metrics_port}/metrics", process)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

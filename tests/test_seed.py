@@ -54,6 +54,7 @@ def _seed_env(settings: Settings, mongo_url: str | None = None) -> dict[str, str
     return {
         **os.environ,
         "SERVICE_ENV": "test",
+        "MONGO_DRIVER": settings.mongo.driver,
         "MONGO_URL": mongo_url or settings.mongo.url,
         "MONGO_DB": settings.mongo.database,
     }

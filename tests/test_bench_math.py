@@ -1,0 +1,180 @@
+"""`make bench`'s arithmetic, without servers: rounds into medians, verdicts, capacity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import capacity, chart, targets
+from bench.summary import Result, Spread, summarise
+
+
+def result(name: str, round: int, rps: float, cpu: float, **figures: float) -> Result:
+    scenario, _, driver = name.partition(" (")
+    return Result(
+        scenario=scenario,
+        workers=int(figures.get("workers", 1)),
+        requests_per_second=rps,
+        p50_ms=figures.get("p50", 1.0),
+        p99_ms=figures.get("p99", 2.0),
+        errors=int(figures.get("errors", 0)),
+        peak_rss_mb=figures.get("rss", 50.0),
+        driver=driver.rstrip(")") or "motor",
+        cpu_us_per_request=cpu,
+        round=round,
+        label=name,
+    )
+
+
+def test_spread_is_the_median_and_the_extremes() -> None:
+    assert Spread.of([3.0, 1.0, 2.0]) == Spread(2.0, 1.0, 3.0)
+    assert Spread.of([4.0, 1.0, 2.0, 3.0]) == Spread(2.5, 1.0, 4.0)
+    with pytest.raises(ValueError, match="at least one"):
+        Spread.of([])
+
+
+def test_a_spread_prints_its_range_unless_the_rounds_agree() -> None:
+    assert Spread(16777.4, 15901.0, 17204.2).format() == "16,777 (15,901-17,204)"
+    assert Spread(0.456, 0.44, 0.481).format(2) == "0.46 (0.44-0.48)"
+    assert Spread(24.0, 24.2, 23.9).format() == "24"
+
+
+def test_ratios_pair_each_round_with_the_same_rounds_reference() -> None:
+    # Round 2 is slow for everyone: paired, the hit's ratio stays at 0.5 in every round.
+    results = [
+        result("baseline", 1, 40_000, 20),
+        result("hit-memory", 1, 20_000, 40, p99=3.0),
+        result("baseline", 2, 20_000, 30),
+        result("hit-memory", 2, 10_000, 60, p99=5.0),
+        result("baseline", 3, 40_000, 20),
+        result("hit-memory", 3, 20_000, 40, p99=4.0, errors=1, rss=61.0),
+    ]
+    baseline, hit = summarise(results, targets.BASELINE, targets.cpu_reference)
+    assert baseline.ratio is None
+    assert baseline.cpu_ratio is None
+    assert hit.rounds == 3
+    assert hit.requests_per_second == Spread(20_000, 10_000, 20_000)
+    assert hit.ratio == Spread(0.5, 0.5, 0.5)
+    assert hit.cpu_ratio == Spread(2.0, 2.0, 2.0)
+    assert hit.cpu_reference == targets.BASELINE
+    assert hit.p99_ratio == Spread(2.0, 1.5, 2.5)
+    assert hit.errors == 1  # summed: an error in any round counts
+    assert hit.peak_rss_mb == 61.0  # the worst round
+
+
+def test_rows_keep_worker_counts_apart() -> None:
+    results = [
+        result("baseline", 1, 40_000, 20),
+        result("baseline", 1, 50_000, 20, workers=2),
+        result("hit-redis", 1, 20_000, 40),
+        result("hit-redis", 1, 30_000, 40, workers=2),
+    ]
+    rows = summarise(results, targets.BASELINE, targets.cpu_reference)
+    assert [(r.name, r.workers) for r in rows] == [
+        ("baseline", 1),
+        ("baseline", 2),
+        ("hit-redis", 1),
+        ("hit-redis", 2),
+    ]
+    assert rows[3].ratio == Spread(0.6, 0.6, 0.6)
+
+
+def test_misses_are_judged_against_the_motor_floor() -> None:
+    assert targets.cpu_reference("miss (pymongo)") == "floor (motor)"
+    assert targets.cpu_reference("writes (motor)") == targets.BASELINE
+    assert targets.cpu_reference("floor (motor)") is None
+    results = [
+        result("baseline", 1, 40_000, 20),
+        result("floor (motor)", 1, 800, 800),
+        result("miss (motor)", 1, 900, 850),
+        result("miss (pymongo)", 1, 1000, 950),
+    ]
+    rows = summarise(results, targets.BASELINE, targets.cpu_reference)
+    targets.judge(rows)
+    by_name = {row.name: row for row in rows}
+    assert by_name["floor (motor)"].verdicts == []
+    assert "PASS CPU ≤1.10x Motor floor" in by_name["miss (motor)"].verdicts
+    assert "MISS CPU ≤1.10x Motor floor" in by_name["miss (pymongo)"].verdicts
+    assert targets.misses(rows) == ["miss (pymongo): CPU ≤1.10x Motor floor"]
+
+
+def test_hit_targets_use_the_medians() -> None:
+    results: list[Result] = []
+    for number, (bare_rps, memory_rps, redis_rps) in enumerate(
+        [(40_000, 31_000, 25_000), (40_000, 20_000, 25_000), (40_000, 30_000, 24_000)], 1
+    ):
+        results += [
+            result("baseline", number, bare_rps, 20, p99=2.0),
+            result("hit-memory", number, memory_rps, 25, p99=3.0),
+            result("hit-redis", number, redis_rps, 30, p99=5.0),
+        ]
+    rows = summarise(results, targets.BASELINE, targets.cpu_reference)
+    targets.judge(rows)
+    memory, redis = rows[1], rows[2]
+    # One slow round (0.5x) does not fail a median of 0.75x.
+    assert memory.verdicts == [
+        "PASS req/s ≥0.75x",
+        "PASS CPU ≤1.33x bare",
+        "PASS ≥ Redis hits",
+        "PASS p99 ≤2x",
+        "PASS 0 errors",
+        "PASS RSS ≤60 MB",
+    ]
+    assert redis.verdicts[0] == "PASS req/s ≥0.60x"
+    assert "MISS p99 ≤2x" in redis.verdicts
+
+
+def test_memory_hits_slower_than_redis_hits_miss_a_target() -> None:
+    results = [
+        result("baseline", 1, 40_000, 20),
+        result("hit-memory", 1, 20_000, 30),
+        result("hit-redis", 1, 25_000, 30),
+    ]
+    rows = summarise(results, targets.BASELINE, targets.cpu_reference)
+    targets.judge(rows)
+    assert "MISS ≥ Redis hits" in rows[1].verdicts
+    assert "MISS CPU ≤1.33x bare" in rows[1].verdicts
+
+
+def test_capacity_for_ten_thousand_reads_at_ninety_percent_hits() -> None:
+    plan = capacity.plan(capacity.Costs(hit_us=60, miss_us=877), 10_000, 0.9, 2, 0.7)
+    assert plan.cpu_us_per_request == pytest.approx(141.7)
+    assert plan.busy_cores == pytest.approx(1.417)
+    assert plan.cores == pytest.approx(1.417 / 0.7)
+    assert plan.pods == 2
+    assert plan.database_ops_per_second == pytest.approx(2_000)
+
+
+def test_capacity_rounds_pods_up_but_not_past_an_exact_fit() -> None:
+    costs = capacity.Costs(hit_us=100, miss_us=100)
+    assert capacity.plan(costs, 20_000, 0.5, 2, 0.5).pods == 2  # exactly 4 cores
+    assert capacity.plan(costs, 20_001, 0.5, 2, 0.5).pods == 3
+    assert capacity.plan(costs, 1, 1.0, 4, 0.7).pods == 1
+    assert capacity.plan(costs, 1, 1.0, 4, 0.7).database_ops_per_second == 0
+    with pytest.raises(ValueError, match="hit ratio"):
+        capacity.plan(costs, 1, 1.5, 2, 0.7)
+    with pytest.raises(ValueError, match="utilisation"):
+        capacity.plan(costs, 1, 0.5, 2, 0)
+
+
+def test_capacity_text_has_the_table_and_the_worked_example() -> None:
+    text = capacity.render(capacity.Costs(60, 877), 10_000, 0.9, 2, 0.7, "a test")
+    assert "| 90% | 142 | 1.42 | 2.02 | 2 | 2,000 |" in text
+    assert "| 99% |" in text
+    assert "Worked example: 10,000 reads/s at 90% hits is 0.9 x 60 + 0.1 x 877 = 142" in text
+    assert "2 pods of 2 workers" in text
+
+
+def test_the_chart_is_a_png(tmp_path: Path) -> None:
+    results = [
+        result("baseline", 1, 40_000, 20),
+        result("baseline", 2, 38_000, 22),
+        result("miss (motor)", 1, 900, 850),
+        result("miss (motor)", 2, 850, 880),
+        result("baseline", 1, 50_000, 20, workers=2),
+    ]
+    rows = summarise(results, targets.BASELINE, targets.cpu_reference)
+    path = tmp_path / "bench.png"
+    chart.draw(rows, path, "a test")
+    assert path.read_bytes().startswith(b"\x89PNG")
