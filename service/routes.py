@@ -155,7 +155,11 @@ def add_route(
     A GET also answers HEAD (RFC 9110 §9.1) with the same handler, so the two cannot
     disagree; aiohttp sends the headers, Content-Length included, and drops the body.
     """
-    resource = app.router.add_resource(path)  # the path's resource when it has one already
+    router = app.router
+    known = (r for r in router.resources() if isinstance(r, web.Resource) and r.raw_match(path))
+    resource = next(known, None)
+    if resource is None:  # one resource per path, holding all its methods
+        resource = router.add_resource(path)
     pipeline = app[PIPELINE]
     route = resource.canonical
     methods = (method, hdrs.METH_HEAD) if method == hdrs.METH_GET else (method,)
