@@ -2,8 +2,9 @@
 
 request id → metrics and access log → error rendering → compression and CORS headers →
 head limits → CORS preflight → authentication → the body, read under its timeout →
-in-flight bound → deadline → handler. Each concern lives in its own module (logs, metrics,
-errors, compression, cors, limits, auth, retry); this module only sequences them.
+in-flight bound → the route's cached answer, or else the deadline → handler. Each concern
+lives in its own module (logs, metrics, errors, compression, cors, limits, auth, retry);
+this module only sequences them.
 
 It is not an aiohttp middleware. An app with middlewares also gets aiohttp's own
 `_fix_request_current_app` layer, so that was two coroutine frames per request, and the
@@ -58,7 +59,6 @@ class Facts:
     """What the pipeline needs to know about a request's route, resolved once per route."""
 
     method: str  # the label in metrics and the access log (OTHER for unknown methods)
-    route: str  # the route template, or UNMATCHED
     series: RequestSeries | None  # None: not counted or logged (scrapes)
     scope: str | None  # the token scope required, None when none is
     bounded: bool  # under the in-flight bound and the deadline
@@ -86,7 +86,6 @@ class Pipeline:
         label = method if method in KNOWN_METHODS else "OTHER"
         return Facts(
             method=label,
-            route=route,
             series=None if path == _SCRAPE else self.metrics.series(label, route),
             scope=self.tokens.required_scope(method, path),
             bounded=not path.startswith(_UNBOUNDED),
