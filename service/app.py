@@ -40,7 +40,7 @@ from service.metrics import (
     metrics_server_ctx,
 )
 from service.openapi import build_document
-from service.pipeline import PIPELINE, Pipeline, pipeline_middleware
+from service.pipeline import PIPELINE, Pipeline
 from service.repository import REPOSITORY, Repository
 from service.retry import DEADLINES, RETRY_POLICY, Deadlines, deadlines_ctx, retry_policy
 from service.routes import ENDPOINTS, setup_routes
@@ -72,7 +72,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         handler_args=parser_limits(settings.server),
-        middlewares=[pipeline_middleware],
     )
     app[SETTINGS] = settings
     app[LIFECYCLE] = Lifecycle()

@@ -65,11 +65,9 @@ class TokenVerifier:
 TOKENS = web.AppKey("tokens", TokenVerifier)
 
 
-def authorize(request: web.Request, verifier: TokenVerifier) -> None:
-    """Raise 401/403 unless the request may proceed; reads stay open unless configured."""
-    needed = verifier.required_scope(request.method, request.path)
-    if needed is None:
-        return
+def authorize(request: web.Request, verifier: TokenVerifier, needed: str) -> None:
+    """Raise 401/403 unless the request's token has the `needed` scope (the pipeline
+    resolves it per route with `required_scope`, and calls this only when one is needed)."""
     presented = request.headers.getall("Authorization", ())
     if len(presented) > 1:
         # Which one counts is a guess a proxy in front may make differently: refuse both.

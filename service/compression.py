@@ -19,9 +19,10 @@ import zlib
 from collections import OrderedDict
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from service.config import CompressionSettings
-from service.responses import add_vary
+from service.responses import JSON, STANDARD_HEADERS, Representation, add_vary
 
 _GZIP_SUFFIX = '-gzip"'
 _GZIP_CODINGS = frozenset({"gzip", "x-gzip"})
@@ -31,6 +32,7 @@ _QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 _MEMO_BYTES = 8 * 1024 * 1024
 _MEMO_ENTRY_BYTES = _MEMO_BYTES // 64
 _ACCEPT_MEMO_ENTRIES = 64  # distinct Accept-Encoding values remembered (clients send few)
+_HEADER_MEMO_ENTRIES = 4096  # header sets of cached representations (a few hundred bytes each)
 
 
 def coded_tag(etag: str) -> str:
@@ -79,6 +81,7 @@ class Compression:
         self._accepts: dict[str, bool] = {}
         self._memo: OrderedDict[bytes, bytes] = OrderedDict()
         self._memo_bytes = 0
+        self._headers: dict[tuple[str, bool, bool], CIMultiDict[str]] = {}
 
     def eligible(self, size: int) -> bool:
         """Whether a body this large is compressed for clients that accept gzip."""
@@ -112,6 +115,28 @@ class Compression:
                 old_body, old_coded = self._memo.popitem(last=False)
                 self._memo_bytes -= len(old_body) + len(old_coded)
         return coded
+
+    def representation(self, request: web.BaseRequest, etag: str, body: bytes) -> Representation:
+        """A cached JSON representation as this request gets it: gzip when it asks and the
+        body is large enough, with the headers `apply` would have set, built once per ETag."""
+        eligible = len(body) >= self._min_bytes
+        coded = eligible and self.wants_gzip(request)
+        headers = self._headers.get((etag, eligible, coded))
+        if headers is None:
+            headers = self._representation_headers(etag, eligible, coded)
+        return Representation(body=self.gzip(body) if coded else body, headers=headers)
+
+    def _representation_headers(self, etag: str, eligible: bool, coded: bool) -> CIMultiDict[str]:
+        headers = CIMultiDict([("Content-Type", JSON), ("ETag", etag), *STANDARD_HEADERS])
+        if eligible:
+            headers["Vary"] = "Accept-Encoding"
+        if coded:
+            headers["Content-Encoding"] = "gzip"
+            headers["ETag"] = coded_tag(etag)
+        if len(self._headers) >= _HEADER_MEMO_ENTRIES:
+            self._headers.clear()
+        self._headers[(etag, eligible, coded)] = headers
+        return headers
 
     def apply(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
         """In the pipeline: mark an eligible answer as varying, and gzip it when asked.

@@ -16,7 +16,6 @@ import asyncio
 from aiohttp import HttpVersion11, web
 
 from service.config import ServerSettings
-from service.connections import mark_busy
 from service.errors import (
     HeadersTooLarge,
     InvalidInput,
@@ -36,6 +35,12 @@ class InFlight:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.current = 0
+
+    def take(self) -> None:
+        """Take a slot, or answer 503 at once: a fast refusal beats a queue clients leave."""
+        if self.current >= self.limit:
+            raise at_capacity()
+        self.current += 1
 
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
@@ -79,31 +84,30 @@ async def expect_continue(request: web.Request) -> None:
 
 
 async def receive_body(request: web.Request, seconds: float) -> None:
-    """Read the whole body (cached for the handler's `read()`) within `seconds`.
+    """Read the whole body (cached for the handler's `read()`) within `seconds`; the
+    pipeline calls this when the request has one, before its work begins.
 
     413 at once for a declared length over the limit (aiohttp's read raises 413 for an
-    undeclared one); 408 when the client stalls; then the connection's work begins.
+    undeclared one); 408 when the client stalls.
     """
-    if request.body_exists:
-        if _declared_too_large(request):
-            raise PayloadTooLarge(_TOO_LARGE)
-        try:
-            async with asyncio.timeout(seconds):
-                await request.read()
-        except TimeoutError:
-            raise RequestTimeout(
-                f"The request body did not arrive within {seconds:g} seconds."
-            ) from None
-        except (ConnectionError, RuntimeError):
-            # The client left, or the connection was closed at the cap: aiohttp raises
-            # RuntimeError for a read on a connection already gone.
-            if request.transport is not None:
-                raise
-            raise RequestTimeout("The connection closed before the body arrived.") from None
-        except web.RequestPayloadError:
-            # A body that is not what its Content-Encoding or framing says: a client error.
-            raise InvalidInput("The body could not be read as sent.") from None
-    mark_busy(request)
+    if _declared_too_large(request):
+        raise PayloadTooLarge(_TOO_LARGE)
+    try:
+        async with asyncio.timeout(seconds):
+            await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The request body did not arrive within {seconds:g} seconds."
+        ) from None
+    except (ConnectionError, RuntimeError):
+        # The client left, or the connection was closed at the cap: aiohttp raises
+        # RuntimeError for a read on a connection already gone.
+        if request.transport is not None:
+            raise
+        raise RequestTimeout("The connection closed before the body arrived.") from None
+    except web.RequestPayloadError:
+        # A body that is not what its Content-Encoding or framing says: a client error.
+        raise InvalidInput("The body could not be read as sent.") from None
 
 
 def at_capacity() -> Unavailable:

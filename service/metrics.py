@@ -1,4 +1,4 @@
-"""Metrics: an aioprometheus registry per app, the request middleware, and GET /metrics.
+"""Metrics: an aioprometheus registry per app, per-route request series, and GET /metrics.
 
 Several gunicorn workers are several processes, and aioprometheus keeps values in one
 process (claws/aioprometheus#89). So, when `metrics.directory` is set (gunicorn sets it),
@@ -26,16 +26,15 @@ import platform
 import struct
 import tempfile
 import threading
-import time
+from array import array
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, MutableSequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from aioprometheus import histogram as aioprometheus_histogram
 from aioprometheus.collectors import Counter, Gauge, Histogram, Registry
 from aioprometheus.renderer import render
@@ -43,7 +42,6 @@ from aioprometheus.renderer import render
 from service.background import every, running
 from service.config import SETTINGS
 from service.db import CommandListener
-from service.logs import route_label
 from service.responses import name_server
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -99,7 +97,11 @@ def _encode_key(name: str, labels: Mapping[str, str], part: str = "") -> str:
 
 
 class SampleFile:
-    """One process's values, memory-mapped so other processes read them without asking."""
+    """One process's values, memory-mapped so other processes read them without asking.
+
+    Values are written through a float64 view of the map (one indexed addition per
+    update, no struct packing): the file is little-endian, like every platform we run on.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -107,25 +109,33 @@ class SampleFile:
         size = max(os.fstat(self._fd).st_size, _INITIAL_SIZE)
         os.ftruncate(self._fd, size)
         self._map = mmap.mmap(self._fd, size)
-        self._offsets: dict[str, int] = {}
+        self._view = memoryview(self._map).cast("d")
+        self.values = cast("MutableSequence[float]", self._view)
+        self._slots: dict[str, int] = {}  # key -> index of its value in `values`
         self._used = _HEADER.unpack_from(self._map, 0)[0] or _HEADER.size
         for key, offset in _records(self._map, self._used):
-            self._offsets[key] = offset
+            self._slots[key] = offset // _VALUE.size
+
+    def slot(self, key: str) -> int:
+        """Where `key`'s value is in `values` (appended, at zero, when new)."""
+        slot = self._slots.get(key)
+        return self._append(key) if slot is None else slot
 
     def add(self, key: str, delta: float) -> None:
-        offset = self._offsets.get(key) or self._append(key)
-        _VALUE.pack_into(self._map, offset, _VALUE.unpack_from(self._map, offset)[0] + delta)
+        self.values[self.slot(key)] += delta
 
     def set(self, key: str, value: float) -> None:
-        offset = self._offsets.get(key) or self._append(key)
-        _VALUE.pack_into(self._map, offset, value)
+        self.values[self.slot(key)] = value
 
     def _append(self, key: str) -> int:
         encoded = key.encode()
         padded = len(encoded) + (-(len(encoded) + _LENGTH.size) % 8)
         needed = _LENGTH.size + padded + _VALUE.size
         if self._used + needed > len(self._map):
+            self._view.release()  # mmap refuses to resize while a view is exported
             self._map.resize(2 * len(self._map) + needed)
+            self._view = memoryview(self._map).cast("d")
+            self.values = cast("MutableSequence[float]", self._view)
         _LENGTH.pack_into(self._map, self._used, len(encoded))
         start = self._used + _LENGTH.size
         self._map[start : start + len(encoded)] = encoded
@@ -133,10 +143,11 @@ class SampleFile:
         _VALUE.pack_into(self._map, offset, 0.0)
         self._used = offset + _VALUE.size
         _HEADER.pack_into(self._map, 0, self._used)
-        self._offsets[key] = offset
-        return offset
+        self._slots[key] = slot = offset // _VALUE.size
+        return slot
 
     def close(self) -> None:
+        self._view.release()
         self._map.close()
         os.close(self._fd)
 
@@ -236,16 +247,27 @@ def merged_samples(directory: Path) -> dict[str, float]:
 
 
 class MemorySamples:
-    """The sample store when there is no directory: the same keys, in a plain dict."""
+    """The sample store when there is no directory: the same keys, values in an array."""
 
     def __init__(self) -> None:
-        self.values: dict[str, float] = defaultdict(float)
+        self.values: MutableSequence[float] = array("d")
+        self._slots: dict[str, int] = {}
+
+    def slot(self, key: str) -> int:
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = len(self.values)
+            self.values.append(0.0)
+        return slot
 
     def add(self, key: str, delta: float) -> None:
-        self.values[key] += delta
+        self.values[self.slot(key)] += delta
 
     def set(self, key: str, value: float) -> None:
-        self.values[key] = value
+        self.values[self.slot(key)] = value
+
+    def samples(self) -> dict[str, float]:
+        return {key: self.values[slot] for key, slot in self._slots.items()}
 
     def close(self) -> None:
         return None
@@ -271,9 +293,9 @@ class Metrics:
         )
         self.directory = directory
         self._keys: dict[tuple[str, tuple[tuple[str, str], ...], str], str] = {}
-        self._request_keys: dict[tuple[str, str, int], _RequestKeys] = {}
-        # (metric, label values...) -> key, for the hot paths: no labels dict per call.
-        self._hot_keys: dict[tuple[str, str, str], str] = {}
+        self._series: dict[tuple[str, str], RequestSeries] = {}
+        # (metric, cache) -> key, for cache events: no labels dict per call.
+        self._hot_keys: dict[tuple[str, str], str] = {}
 
     def _key(self, name: str, labels: dict[str, str], part: str = "") -> str:
         cache_key = (name, tuple(labels.items()), part)
@@ -300,49 +322,27 @@ class Metrics:
             self._store.add(bucket, 1.0)
             self._store.add(total, value)
 
-    def _keys_for_request(self, method: str, route: str, status: int) -> _RequestKeys:
-        found = self._request_keys.get((method, route, status))
+    def series(self, method: str, route: str) -> RequestSeries:
+        """One method and route's request metrics; the pipeline resolves it once per route."""
+        found = self._series.get((method, route))
         if found is None:
-            labels = {"method": method, "route": route}
-            name = "http_request_duration_seconds"
-            found = _RequestKeys(
-                self._key("http_requests_in_progress", labels),
-                self._key("http_requests_total", {**labels, "status": str(status)}),
-                tuple(self._key(name, labels, part) for part in _BUCKET_PARTS),
-                self._key(name, labels, "sum"),
-            )
-            self._request_keys[(method, route, status)] = found
+            found = self._series[(method, route)] = RequestSeries(self, method, route)
         return found
 
     def request_started(self, method: str, route: str) -> None:
-        name = "http_requests_in_progress"
-        key = self._hot_keys.get((name, method, route))
-        if key is None:
-            key = self._key(name, {"method": method, "route": route})
-            self._hot_keys[(name, method, route)] = key
-        with self._lock:
-            self._store.add(key, 1.0)
+        self.series(method, route).started()
 
     def request_finished(self, method: str, route: str, status: int, seconds: float) -> None:
-        """The hot path: four additions under keys computed once per (method, route, status)."""
-        keys = self._keys_for_request(method, route, status)
-        bucket = keys.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)]
-        with self._lock:
-            store = self._store
-            store.add(keys.in_progress, -1.0)
-            store.add(keys.total, 1.0)
-            store.add(bucket, 1.0)
-            store.add(keys.sum, seconds)
+        self.series(method, route).finished(status, seconds)
 
-    def cache_event(self, cache: str, event: str) -> None:
+    def cache_event(self, cache: str, event: str, n: int = 1) -> None:
         """Once per cached read: the key is looked up, not built."""
-        name = _CACHE_COUNTERS[event]
-        key = self._hot_keys.get((name, cache, ""))
+        key = self._hot_keys.get((event, cache))
         if key is None:
-            key = self._key(name, {"cache": cache})
-            self._hot_keys[(name, cache, "")] = key
+            key = self._key(_CACHE_COUNTERS[event], {"cache": cache})
+            self._hot_keys[(event, cache)] = key
         with self._lock:
-            self._store.add(key, 1.0)
+            self._store.add(key, n)
 
     def retry(self, operation: str, error_class: str) -> None:
         self._count("db_retries_total", {"operation": operation, "error_class": error_class})
@@ -361,7 +361,7 @@ class Metrics:
         if self.directory is not None:
             return merged_samples(self.directory)
         with self._lock:
-            return dict(self._store.values) if isinstance(self._store, MemorySamples) else {}
+            return self._store.samples() if isinstance(self._store, MemorySamples) else {}
 
     def render(self, accepts: list[str]) -> tuple[bytes, dict[str, str]]:
         self.sample_process()
@@ -381,11 +381,66 @@ class Metrics:
 
 
 @dataclass(frozen=True, slots=True)
-class _RequestKeys:
-    in_progress: str
-    total: str
-    buckets: tuple[str, ...]  # one per LATENCY_BUCKETS bound, then +Inf
-    sum: str
+class _StatusSlots:
+    total: int
+    buckets: tuple[int, ...]  # one per LATENCY_BUCKETS bound, then +Inf
+    sum: int
+
+
+class RequestSeries:
+    """The request metrics of one method and route, at slots of the sample store resolved
+    once (per status on first sight): recording a request is a few indexed additions
+    under one lock, with no key built or looked up."""
+
+    __slots__ = ("_by_status", "_in_progress", "_labels", "_metrics", "_store")
+
+    def __init__(self, metrics: Metrics, method: str, route: str) -> None:
+        self._metrics = metrics
+        self._labels = {"method": method, "route": route}
+        self._store: SampleFile | MemorySamples | None = None  # what the slots point into
+        self._in_progress = 0
+        self._by_status: dict[int, _StatusSlots] = {}
+
+    def _bind(self, store: SampleFile | MemorySamples) -> None:
+        """Resolve the slots in `store` (the metrics swap theirs when closed)."""
+        self._store = store
+        self._in_progress = store.slot(
+            self._metrics._key("http_requests_in_progress", self._labels)
+        )
+        self._by_status = {}
+
+    def started(self) -> None:
+        metrics = self._metrics
+        with metrics._lock:
+            store = metrics._store
+            if store is not self._store:
+                self._bind(store)
+            store.values[self._in_progress] += 1.0
+
+    def finished(self, status: int, seconds: float) -> None:
+        bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+        metrics = self._metrics
+        with metrics._lock:
+            store = metrics._store
+            if store is not self._store:
+                self._bind(store)
+            slots = self._by_status.get(status)
+            if slots is None:
+                slots = self._by_status[status] = self._slots(store, status)
+            values = store.values
+            values[self._in_progress] -= 1.0
+            values[slots.total] += 1.0
+            values[slots.buckets[bucket]] += 1.0
+            values[slots.sum] += seconds
+
+    def _slots(self, store: SampleFile | MemorySamples, status: int) -> _StatusSlots:
+        name = "http_request_duration_seconds"
+        key = self._metrics._key
+        return _StatusSlots(
+            store.slot(key("http_requests_total", {**self._labels, "status": str(status)})),
+            tuple(store.slot(key(name, self._labels, part)) for part in _BUCKET_PARTS),
+            store.slot(key(name, self._labels, "sum")),
+        )
 
 
 _BUCKET_PARTS = (*(str(bound) for bound in LATENCY_BUCKETS), "+Inf")
@@ -469,29 +524,6 @@ class DatabaseTimer(CommandListener):
 
 
 METRICS = web.AppKey("metrics", Metrics)
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every request by route template (never the raw path)."""
-    if request.path == "/metrics":
-        return await handler(request)
-    metrics = request.app[METRICS]
-    method = request.method if request.method in KNOWN_METHODS else "OTHER"
-    route = route_label(request)
-    metrics.request_started(method, route)
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-    except web.HTTPException as error:
-        status = error.status
-        raise
-    else:
-        status = response.status
-    finally:
-        metrics.request_finished(method, route, status, time.perf_counter() - started)
-    return response
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

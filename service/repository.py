@@ -307,6 +307,15 @@ class Repository:
         if self._cache is not None:
             await self._cache.invalidate(entries)
 
+    def cached_user_with_orders(self, user_id: str) -> Cached | None:
+        """`user_with_orders` when the cache answers without waiting (a memory hit);
+        None: await `user_with_orders`."""
+        return None if self._cache is None else self._cache.peek("user", user_id)
+
+    def cached_order(self, order_id: str) -> Cached | None:
+        """`order` when the cache answers without waiting; None: await `order`."""
+        return None if self._cache is None else self._cache.peek("order", order_id)
+
     async def user_with_orders(self, user_id: str) -> Cached:
         return await self._cached("user", user_id, lambda: self.get_user_with_orders(user_id))
 

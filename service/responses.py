@@ -12,6 +12,14 @@ JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
 # Sent instead of aiohttp's default "Python/3.x aiohttp/3.y": versions help only an attacker.
 SERVER = "user-service"
+# On every response the pipeline sends: never let a browser sniff a type; name no versions.
+STANDARD_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Server", SERVER))
+
+
+class Representation(web.Response):
+    """A cached representation's answer, its headers already final (the pipeline's
+    standard ones, ETag, Vary and coding included): the pipeline adds the request's own
+    (its id, CORS) and nothing else."""
 
 
 def json_response(

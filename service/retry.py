@@ -29,7 +29,6 @@ from typing import Any, ParamSpec, TypeVar
 import backoff
 import pymongo
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from service.background import every, running
 from service.config import MongoSettings, RetrySettings
@@ -234,23 +233,25 @@ class Deadlines:
         self._running: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
 
-    async def run(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        task = asyncio.current_task()
-        assert task is not None  # aiohttp runs every request in its own task
+    def enter(self, task: asyncio.Task[Any]) -> contextvars.Token[float | None]:
+        """Start `task`'s clock (the pipeline calls this around the handler, no frame of its
+        own); `leave` with the token it returns."""
         deadline = asyncio.get_running_loop().time() + self.seconds
-        token = deadline_var.set(deadline)
         self._running[task] = deadline
-        try:
-            return await handler(request)
-        except asyncio.CancelledError:
-            if task not in self._expired:
-                raise  # the client went away, or the server is stopping
-            task.uncancel()
-            raise Unavailable("The request did not complete in time; retry shortly.") from None
-        finally:
-            self._running.pop(task, None)
-            self._expired.discard(task)
-            deadline_var.reset(token)
+        return deadline_var.set(deadline)
+
+    def overran(self, task: asyncio.Task[Any]) -> bool:
+        """Whether `task`'s CancelledError is the watchdog's; it is then uncancelled, to be
+        answered 503. Otherwise the client went away, or the server is stopping."""
+        if task not in self._expired:
+            return False
+        task.uncancel()
+        return True
+
+    def leave(self, task: asyncio.Task[Any], token: contextvars.Token[float | None]) -> None:
+        self._running.pop(task, None)
+        self._expired.discard(task)
+        deadline_var.reset(token)
 
     def bring_forward(self, seconds: float) -> None:
         """No request in flight may run longer than `seconds` from now (shutdown)."""

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
+from aiohttp.web_urldispatcher import MatchInfoError, UrlMappingMatchInfo, _InfoDict
 from msgspec import Struct
+from yarl import URL
 
 from service.config import SETTINGS, Settings
 from service.handlers import docs, health, openapi, orders, users
 from service.limits import expect_continue
+from service.logs import UNMATCHED
 from service.metrics import metrics_handler
+from service.pipeline import PIPELINE, Answer
 from service.schemas import (
     Health,
     Order,
@@ -67,6 +71,8 @@ class Endpoint:
     links: tuple[Link, ...] = ()
     public: bool = True  # False: served, but not part of the documented API
     served_if: Callable[[Settings], bool] | None = None  # None: always served
+    # Answers from a cache without waiting, or None: then the handler runs (pipeline.py).
+    cached: Answer | None = None
 
 
 _USER_FROM_BODY = "$response.body#/id"
@@ -83,7 +89,7 @@ ENDPOINTS = (
              query=("limit", "after")),
     Endpoint("GET", "/users/{user_id}", users.get_user, "A user and their 100 newest orders",
              200, UserWithOrders, headers=("If-None-Match",), errors=(304, 404),
-             ok_headers=("ETag",),
+             ok_headers=("ETag",), cached=users.cached_user,
              links=(link("patch_user", users.patch_user, user_id="$response.body#/user/id",
                          **_IF_MATCH_FROM_ETAG),
                     link("delete_user", users.delete_user, user_id="$response.body#/user/id",
@@ -107,6 +113,7 @@ ENDPOINTS = (
              query=("limit", "after"), errors=(404,)),
     Endpoint("GET", "/orders/{order_id}", orders.get_order, "One order", 200, Order,
              headers=("If-None-Match",), errors=(304, 404), ok_headers=("ETag",),
+             cached=orders.cached_order,
              links=(link("get_user", users.get_user, user_id="$response.body#/user_id"),)),
     Endpoint("GET", "/health/live", health.live, "Liveness: the process answers", 200, Health),
     Endpoint("GET", "/health/ready", health.ready,
@@ -124,17 +131,116 @@ ENDPOINTS = (
 def setup_routes(app: web.Application) -> None:
     """One resource per path, holding all its methods: a URL is matched once, not per method.
 
-    Every GET also answers HEAD (RFC 9110 §9.1) with the same handler, so the two cannot
-    disagree; aiohttp sends the headers, Content-Length included, and drops the body.
+    Every handler runs inside the pipeline (`add_route`), and what the router cannot match
+    gets it too (`UnmatchedResource`); a route added around them fails the start-up.
     """
-    resources: dict[str, web.Resource] = {}
     settings = app[SETTINGS]
     for endpoint in ENDPOINTS:
         if endpoint.served_if is not None and not endpoint.served_if(settings):
             continue  # e.g. /metrics on its own port (metrics_server_ctx), /docs turned off
-        resource = resources.get(endpoint.path)
-        if resource is None:
-            resource = resources[endpoint.path] = app.router.add_resource(endpoint.path)
-        resource.add_route(endpoint.method, endpoint.handler, expect_handler=expect_continue)
-        if endpoint.method == "GET":
-            resource.add_route("HEAD", endpoint.handler, expect_handler=expect_continue)
+        add_route(app, endpoint.method, endpoint.path, endpoint.handler, endpoint.cached)
+    pipeline = app[PIPELINE]
+    app.router.register_resource(
+        UnmatchedResource(app.router, pipeline.wrap(_refuse, hdrs.METH_ANY, UNMATCHED))
+    )
+    app.on_startup.append(_check_routes)
+
+
+def add_route(
+    app: web.Application, method: str, path: str, handler: Handler, cached: Answer | None = None
+) -> None:
+    """Serve `handler` for `method` (`*`: any) on `path`, inside the pipeline (`cached`:
+    see Endpoint).
+
+    A GET also answers HEAD (RFC 9110 §9.1) with the same handler, so the two cannot
+    disagree; aiohttp sends the headers, Content-Length included, and drops the body.
+    """
+    router = app.router
+    known = (r for r in router.resources() if isinstance(r, web.Resource) and r.raw_match(path))
+    resource = next(known, None)
+    if resource is None:  # one resource per path, holding all its methods
+        resource = router.add_resource(path)
+    pipeline = app[PIPELINE]
+    route = resource.canonical
+    methods = (method, hdrs.METH_HEAD) if method == hdrs.METH_GET else (method,)
+    for each in methods:
+        wrapped = pipeline.wrap(handler, each, route, cached)
+        resource.add_route(each, wrapped, expect_handler=expect_continue)
+
+
+async def _check_routes(app: web.Application) -> None:
+    """on_startup: a handler added straight to the router would run without request ids,
+    metrics, problem+json or authentication; refuse to start instead."""
+    wrapped = app[PIPELINE].wrapped
+    for route in app.router.routes():
+        if route.handler not in wrapped:
+            raise RuntimeError(f"{route.method} {route.resource}: add routes with routes.add_route")
+
+
+async def _refuse(request: web.Request) -> web.StreamResponse:
+    """What the router could not match: its 404, or its 405 with Allow."""
+    error = request.match_info.http_exception
+    assert error is not None  # only UnmatchedResource routes here
+    raise error
+
+
+class _Unmatched(MatchInfoError):
+    """The router's 404 or 405, answered by the pipeline instead of bare aiohttp."""
+
+    __slots__ = ("_pipelined",)
+
+    def __init__(self, error: web.HTTPException, pipelined: Handler) -> None:
+        super().__init__(error)
+        self._pipelined = pipelined
+
+    @property
+    def handler(self) -> Handler:
+        return self._pipelined
+
+
+class UnmatchedResource(web.AbstractResource):
+    """The router's last candidate for every path: it takes what nothing else matched.
+
+    Indexed under `/`, which the router tries after every longer prefix. It answers with
+    the 404 or 405 the router would have made (asking the other resources which methods
+    the path allows), through the pipeline, so unknown URLs get problem+json, request ids,
+    metrics under `<unmatched>` and the access log like everything else.
+    """
+
+    def __init__(self, router: web.UrlDispatcher, pipelined: Handler) -> None:
+        super().__init__()
+        self._router = router
+        self._pipelined = pipelined
+
+    @property
+    def canonical(self) -> str:
+        return "/"
+
+    async def resolve(self, request: web.Request) -> tuple[UrlMappingMatchInfo | None, set[str]]:
+        allowed: set[str] = set()
+        for resource in self._router.resources():
+            if resource is not self:
+                allowed |= (await resource.resolve(request))[1]
+        if allowed:
+            error: web.HTTPException = web.HTTPMethodNotAllowed(request.method, allowed)
+        else:
+            error = web.HTTPNotFound()
+        return _Unmatched(error, self._pipelined), allowed
+
+    def url_for(self, **kwargs: str) -> URL:
+        raise RuntimeError("the unmatched resource has no URL")
+
+    def add_prefix(self, prefix: str) -> None:
+        raise RuntimeError("the unmatched resource takes no prefix")
+
+    def get_info(self) -> _InfoDict:
+        return {}
+
+    def raw_match(self, path: str) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        return 0
+
+    def __iter__(self) -> Iterator[web.AbstractRoute]:
+        return iter(())

@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from service.routes import add_route
 from tests.conftest import AiohttpClient
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
@@ -23,7 +24,7 @@ async def _boom(request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def boom_client(aiohttp_client: AiohttpClient, app: web.Application) -> TestClient:  # type: ignore[type-arg]
-    app.router.add_get("/boom", _boom)  # a deliberately broken route on the real app
+    add_route(app, "GET", "/boom", _boom)  # a deliberately broken route on the real app
     return await aiohttp_client(app)
 
 

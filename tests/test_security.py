@@ -14,6 +14,7 @@ from aiohttp import web
 from service.app import create_app
 from service.config import Settings, load_settings
 from service.limits import IN_FLIGHT
+from service.routes import add_route
 from tests.conftest import AiohttpClient, Client, wait_until
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
@@ -38,7 +39,7 @@ async def _slow(request: web.Request) -> web.Response:
 def _app(test_env: dict[str, str], **env: str) -> tuple[web.Application, Settings]:
     settings = load_settings({**test_env, **env})
     app = create_app(settings)
-    app.router.add_route("*", "/things", _echo)
+    add_route(app, "*", "/things", _echo)
     return app, settings
 
 
@@ -97,7 +98,7 @@ async def test_sha256_digests_from_config_work(
     digest = hashlib.sha256(HASHED.encode()).hexdigest()
     settings = replace(settings, auth=replace(settings.auth, token_sha256=(digest,)))
     app = create_app(settings)
-    app.router.add_route("*", "/things", _echo)
+    add_route(app, "*", "/things", _echo)
     client = await aiohttp_client(app)
     assert (await client.post("/things")).status == 401
     assert (
@@ -154,7 +155,7 @@ async def test_overload_is_shed_with_fast_503s_and_recovers(
 ) -> None:
     app, _ = _app(test_env, MAX_IN_FLIGHT="2")
     app[RELEASE] = asyncio.Event()
-    app.router.add_get("/slow", _slow)
+    add_route(app, "GET", "/slow", _slow)
     client = await aiohttp_client(app)
     held = [asyncio.create_task(client.get("/slow")) for _ in range(2)]
 

@@ -14,7 +14,6 @@ from service.errors import InvalidInput, NotFound, UnsupportedMediaType
 from service.ids import is_valid_path_id
 from service.preconditions import if_none_match
 from service.repository import ANY_TAG
-from service.responses import raw_json_response
 from service.schemas import parse_body
 
 T = TypeVar("T", bound=Struct)
@@ -96,12 +95,12 @@ def conditional_json(request: web.Request, cached: Cached) -> web.Response:
     when this request would have been answered with gzip.
     """
     held = if_none_match(request)
+    compression = request.app[COMPRESSION]
     if held is not None and (ANY_TAG in held or cached.etag in held):
         headers = {"ETag": cached.etag}
-        compression = request.app[COMPRESSION]
         if compression.eligible(len(cached.body)):
             headers["Vary"] = "Accept-Encoding"
             if compression.wants_gzip(request):
                 headers["ETag"] = coded_tag(cached.etag)
         return web.Response(status=304, headers=headers)
-    return raw_json_response(cached.body, headers={"ETag": cached.etag})
+    return compression.representation(request, cached.etag, cached.body)

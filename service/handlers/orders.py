@@ -34,3 +34,9 @@ async def list_orders(request: web.Request) -> web.Response:
 async def get_order(request: web.Request) -> web.Response:
     order_id = path_id(request, "order_id")
     return conditional_json(request, await request.app[REPOSITORY].order(order_id))
+
+
+def cached_order(request: web.Request) -> web.Response | None:
+    """get_order's answer when the cache has it at hand (memory), else None."""
+    found = request.app[REPOSITORY].cached_order(path_id(request, "order_id"))
+    return None if found is None else conditional_json(request, found)

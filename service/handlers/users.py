@@ -36,6 +36,12 @@ async def get_user(request: web.Request) -> web.Response:
     return conditional_json(request, await request.app[REPOSITORY].user_with_orders(user_id))
 
 
+def cached_user(request: web.Request) -> web.Response | None:
+    """get_user's answer when the cache has it at hand (memory), else None."""
+    found = request.app[REPOSITORY].cached_user_with_orders(path_id(request, "user_id"))
+    return None if found is None else conditional_json(request, found)
+
+
 async def patch_user(request: web.Request) -> web.Response:
     user_id = path_id(request, "user_id")
     patch = await json_body(request, UserPatch)
