@@ -33,7 +33,7 @@ RUN groupadd --system --gid 10001 app \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --no-deps /wheels/*.whl \
     && pip check \
-    && python -c "from service.handlers.docs import prune_unserved_assets; prune_unserved_assets()"
+    && python -c "from service.http.handlers.docs import prune_unserved_assets; prune_unserved_assets()"
 WORKDIR /app
 # The TOML defaults ship inside the wheel (service/settings/); SERVICE_CONFIG_DIR may point
 # at a mounted directory instead.

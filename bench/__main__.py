@@ -40,8 +40,8 @@ from bench.harness import (
     wrk,
 )
 from bench.summary import Result, Row, summarise
-from service.config import load_settings
 from service.seed import seed_id
+from service.settings.model import load_settings
 from tests.servers import free_port
 
 

@@ -29,7 +29,7 @@ COLLECTIONS = web.AppKey("collections", tuple[AsyncCollection[Document], AsyncCo
 
 async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     url, driver = os.environ["MONGO_URL"], os.environ.get("FLOOR_DRIVER", "motor")
-    # tz_aware as in service/db.py: it changes how every datetime is decoded.
+    # tz_aware as in service/storage/mongo.py: it changes how every datetime is decoded.
     client: Any = (
         AsyncMongoClient(url, tz_aware=True)
         if driver == "pymongo"
@@ -37,7 +37,7 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     database = client[os.environ.get("MONGO_DB", "bench")]
     users, orders = database["users"], database["orders"]
-    # The index the service builds for this query (service/db.py); a no-op when it exists.
+    # The index the service builds for this query (service/storage/mongo.py); a no-op if present.
     index = [("user_id", ASCENDING), *NEWEST_FIRST]
     await orders.create_indexes([IndexModel(index, name="user_newest_first")])
     app[COLLECTIONS] = (users, orders)

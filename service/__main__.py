@@ -13,14 +13,14 @@ import orjson
 from aiohttp import web
 
 from service.app import create_app, settings_or_exit
-from service.config import Settings
-from service.db import Mongo, PyMongoError
-from service.lifecycle import begin_shutdown, end_in_flight
-from service.logs import configure_logging
-from service.openapi import build_document
-from service.routes import ENDPOINTS
+from service.http.openapi import build_document
+from service.http.routes import ENDPOINTS
+from service.observability.logs import configure_logging
 from service.seed import BATCH_DOCUMENTS, Progress, bulk_settings, seed
-from service.serving import make_runner
+from service.server.lifecycle import begin_shutdown, end_in_flight
+from service.server.runner import make_runner
+from service.settings.model import Settings
+from service.storage.mongo import Mongo, PyMongoError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -13,17 +13,18 @@ from collections.abc import AsyncIterator
 import orjson
 from aiohttp import web
 
-from service.auth import TOKENS, TokenVerifier
-from service.cache import CACHE_STATS, RESPONSE_CACHE, CacheStats, cache_ctx
-from service.compression import COMPRESSION, Compression
-from service.config import SETTINGS, ConfigError, Settings, load_settings
-from service.cors import Cors
-from service.cursors import create_cursors
-from service.db import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
-from service.handlers.openapi import OPENAPI_DOCUMENT
-from service.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects
-from service.limits import IN_FLIGHT, MAX_BODY_BYTES, InFlight, parser_limits
-from service.logs import (
+from service.cache.responses import CACHE_STATS, RESPONSE_CACHE, CacheStats, cache_ctx
+from service.domain.cursors import create_cursors
+from service.domain.use_cases import REPOSITORY, Repository
+from service.http.auth import TOKENS, TokenVerifier
+from service.http.compression import COMPRESSION, Compression
+from service.http.cors import Cors
+from service.http.handlers.openapi import OPENAPI_DOCUMENT
+from service.http.limits import IN_FLIGHT, MAX_BODY_BYTES, InFlight, parser_limits
+from service.http.openapi import build_document
+from service.http.pipeline import PIPELINE, Pipeline
+from service.http.routes import ENDPOINTS, setup_routes
+from service.observability.logs import (
     ACCESS_LOG,
     CLIENT_ADDRESS,
     AccessLog,
@@ -32,18 +33,17 @@ from service.logs import (
     access_log_ctx,
     configure_logging,
 )
-from service.metrics import (
+from service.observability.metrics import (
     METRICS,
     DatabaseTimer,
     create_metrics,
     metrics_ctx,
     metrics_server_ctx,
 )
-from service.openapi import build_document
-from service.pipeline import PIPELINE, Pipeline
-from service.repository import REPOSITORY, Repository
-from service.retry import DEADLINES, RETRY_POLICY, Deadlines, deadlines_ctx, retry_policy
-from service.routes import ENDPOINTS, setup_routes
+from service.server.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects
+from service.settings.model import SETTINGS, ConfigError, Settings, load_settings
+from service.storage.mongo import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
+from service.storage.retry import DEADLINES, RETRY_POLICY, Deadlines, deadlines_ctx, retry_policy
 
 
 def settings_or_exit() -> Settings:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from service.config import MongoSettings
-from service.db import BulkWriteError, Collection, Document, Mongo
+from service.settings.model import MongoSettings
+from service.storage.mongo import BulkWriteError, Collection, Document, Mongo
 
 BATCH_DOCUMENTS = 500
 # One batch of 500 small documents takes well under a second on a healthy server; these

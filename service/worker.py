@@ -12,9 +12,9 @@ from types import FrameType
 from aiohttp import web
 from aiohttp.worker import GunicornUVLoopWebWorker
 
-from service.config import SETTINGS
-from service.lifecycle import begin_shutdown, end_in_flight
-from service.serving import make_runner
+from service.server.lifecycle import begin_shutdown, end_in_flight
+from service.server.runner import make_runner
+from service.settings.model import SETTINGS
 
 
 class Worker(GunicornUVLoopWebWorker):

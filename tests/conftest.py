@@ -20,11 +20,11 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from pymongo import monitoring
 
 from service.app import create_app
-from service.config import MongoDriver, Settings, load_settings
-from service.db import MONGO, MONGO_LISTENERS, Mongo
+from service.settings.model import MongoDriver, Settings, load_settings
+from service.storage.mongo import MONGO, MONGO_LISTENERS, Mongo
 from tests.servers import MongoServer, RedisServer, in_ci, redis_server_binary
 
-# The suite's paging secret: tests that sign cursors themselves use it (service/cursors.py).
+# The suite's paging secret: tests that sign cursors themselves use it (service/domain/cursors.py).
 CURSOR_SECRET = "the-test-suite-cursor-secret"
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, web.Application]]]
 Client = TestClient[Any, web.Application]

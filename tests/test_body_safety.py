@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 from msgspec import Struct
 
-from service.db import Mongo
-from service.errors import InvalidInput
-from service.schemas import OrderCreate, UserCreate, UserPatch, has_visible_character, parse_body
+from service.domain.errors import InvalidInput
+from service.domain.schemas import (
+    OrderCreate,
+    UserCreate,
+    UserPatch,
+    has_visible_character,
+    parse_body,
+)
+from service.storage.mongo import Mongo
 from tests.api import checked
 from tests.conftest import Client
 

@@ -19,21 +19,21 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from service.app import create_app
-from service.cache import (
+from service.cache.responses import (
     CACHE_STATS,
     Cached,
     CacheStats,
     ResponseCache,
     create_backend,
 )
-from service.config import (
+from service.settings.model import (
     CacheBackend,
     ConfigError,
     Settings,
     check_worker_cache,
     load_settings,
 )
-from service.db import MONGO_LISTENERS
+from service.storage.mongo import MONGO_LISTENERS
 from tests.conftest import AiohttpClient, Client, CommandRecorder, ready_client
 from tests.servers import RedisServer, free_port, wait_for_port
 
@@ -203,14 +203,14 @@ async def test_redis_down_slow_or_back(
         assert stats(client).counts[("user", "hit")] == 1
 
         redis_server.stop()
-        with caplog.at_level(logging.WARNING, logger="service.cache"):
+        with caplog.at_level(logging.WARNING, logger="service.cache.responses"):
             for _ in range(5):
                 assert (await client.get(path)).status == 200
             assert (await client.patch(path, json={"name": "Down"})).status == 200
             body = await (await client.get(path)).json()
         assert body["user"]["name"] == "Down"
         assert stats(client).counts[("user", "error")] >= 5
-        warnings = [r for r in caplog.records if r.name == "service.cache"]
+        warnings = [r for r in caplog.records if r.name == "service.cache.responses"]
         assert len(warnings) == 1  # rate-limited
 
         redis_server.start()

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from service.app import create_app
-from service.cache import (
+from service.cache.responses import (
     CACHE_STATS,
     ENTRY_OVERHEAD_BYTES,
     EVICTION,
@@ -19,8 +19,8 @@ from service.cache import (
     MemoryBackend,
     ResponseCache,
 )
-from service.config import Settings, load_settings
-from service.db import MONGO_LISTENERS
+from service.settings.model import Settings, load_settings
+from service.storage.mongo import MONGO_LISTENERS
 from tests.conftest import AiohttpClient, Client, CommandRecorder, ready_client
 
 BOUND = 16 * 1024

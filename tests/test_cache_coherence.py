@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from service.cache import Cached, CacheStats, ResponseCache, create_backend
-from service.config import CacheBackend, load_settings
+from service.cache.responses import Cached, CacheStats, ResponseCache, create_backend
+from service.settings.model import CacheBackend, load_settings
 from tests.conftest import require_command
 from tests.servers import RedisServer
 

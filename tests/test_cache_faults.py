@@ -12,8 +12,8 @@ from typing import Literal
 import pytest
 
 from service.app import create_app
-from service.cache import Cached, CacheStats, ResponseCache, create_backend
-from service.config import Settings
+from service.cache.responses import Cached, CacheStats, ResponseCache, create_backend
+from service.settings.model import Settings
 from tests.conftest import AiohttpClient, Client, ready_client
 from tests.servers import RedisServer
 

@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 
 from service.app import create_app
-from service.compression import COMPRESSION, accepts_gzip
-from service.config import ConfigError, load_settings
+from service.http.compression import COMPRESSION, accepts_gzip
+from service.settings.model import ConfigError, load_settings
 from tests.conftest import AiohttpClient, Client, ready_client
 from tests.http_clients import curl, exchange
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, default_config_dir, load_settings, redact_url
+from service.settings.model import ConfigError, default_config_dir, load_settings, redact_url
 
 PRODUCTION = {
     "SERVICE_ENV": "production",

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from service.app import create_app
-from service.config import ConfigError, load_settings
+from service.settings.model import ConfigError, load_settings
 from tests.conftest import AiohttpClient, Client, ready_client
 from tests.http_clients import curl, exchange
 

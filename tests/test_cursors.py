@@ -22,8 +22,8 @@ import msgspec
 import pytest
 
 from service.app import create_app
-from service.config import ConfigError, PagingSettings, Settings, load_settings
-from service.db import Mongo
+from service.settings.model import ConfigError, PagingSettings, Settings, load_settings
+from service.storage.mongo import Mongo
 from tests.api import checked
 from tests.conftest import AiohttpClient, Client, ready_client
 from tests.servers import free_port, wait_for_port
@@ -95,10 +95,10 @@ async def test_without_a_secret_development_generates_one_and_says_so(
     env = {name: value for name, value in test_env.items() if name != "CURSOR_SECRET"}
     settings = load_settings(env)
     assert settings.paging.cursor_secret == ""
-    with caplog.at_level(logging.WARNING, logger="service.cursors"):
+    with caplog.at_level(logging.WARNING, logger="service.domain.cursors"):
         client = await ready_client(aiohttp_client, create_app(settings))
         other = await ready_client(aiohttp_client, create_app(settings))
-    lines = [r.getMessage() for r in caplog.records if r.name == "service.cursors"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "service.domain.cursors"]
     assert len(lines) == 2
     assert all("CURSOR_SECRET" in line and "generated" in line for line in lines)
     cursor = await _first_page(client)

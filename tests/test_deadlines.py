@@ -18,9 +18,9 @@ import pymongo
 from aiohttp import web
 
 from service.app import create_app
-from service.config import RetrySettings, Settings, default_config_dir, load_settings
-from service.db import MONGO, MONGO_LISTENERS, Document, Mongo
-from service.retry import ANSWER_RESERVE_SECONDS, RETRY_POLICY, RetryPolicy, deadline_var
+from service.settings.model import RetrySettings, Settings, default_config_dir, load_settings
+from service.storage.mongo import MONGO, MONGO_LISTENERS, Document, Mongo
+from service.storage.retry import ANSWER_RESERVE_SECONDS, RETRY_POLICY, RetryPolicy, deadline_var
 from tests.conftest import (
     AiohttpClient,
     Client,

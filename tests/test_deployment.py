@@ -17,8 +17,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.config import Settings, load_settings
-from service.routes import ENDPOINTS
+from service.http.routes import ENDPOINTS
+from service.settings.model import Settings, load_settings
 from tests.servers import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from swagger_ui_bundle import swagger_ui_path
 
-from service.handlers.docs import prune_unserved_assets
+from service.http.handlers.docs import prune_unserved_assets
 
 SERVED = {"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png", "favicon-16x16.png"}
 

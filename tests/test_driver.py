@@ -17,8 +17,8 @@ from aiohttp import web
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import AsyncMongoClient
 
-from service.config import ConfigError, MongoDriver, Settings, load_settings
-from service.db import Mongo
+from service.settings.model import ConfigError, MongoDriver, Settings, load_settings
+from service.storage.mongo import Mongo
 from tests.conftest import AiohttpClient, Client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,9 +68,9 @@ async def test_the_start_up_line_names_the_driver(
     mongo_driver: MongoDriver,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="service.db"):
+    with caplog.at_level(logging.INFO, logger="service.storage.mongo"):
         await aiohttp_client(app)
-    lines = [r.getMessage() for r in caplog.records if r.name == "service.db"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "service.storage.mongo"]
     assert any(line.startswith(f"starting with MongoDB driver {mongo_driver} ") for line in lines)
 
 

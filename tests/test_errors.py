@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from service.routes import add_route
+from service.http.routes import add_route
 from tests.conftest import AiohttpClient
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.chaos import render, run
-from service.config import MongoDriver
+from service.settings.model import MongoDriver
 
 
 @pytest.mark.slow

@@ -40,13 +40,13 @@ from schemathesis.checks import CHECKS as REGISTERED_CHECKS
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from service.config import load_settings
-from service.cursors import Cursors
-from service.db import MONGO
-from service.openapi import build_document
-from service.routes import ENDPOINTS
-from service.schemas import INVISIBLE_NAME
+from service.domain.cursors import Cursors
+from service.domain.schemas import INVISIBLE_NAME
+from service.http.openapi import build_document
+from service.http.routes import ENDPOINTS
 from service.seed import seed, seed_id
+from service.settings.model import load_settings
+from service.storage.mongo import MONGO
 from tests.conftest import CURSOR_SECRET
 
 T = TypeVar("T")

@@ -17,8 +17,8 @@ import pytest
 from aiohttp import web
 
 from service.app import create_app
-from service.config import Settings, load_settings
-from service.logs import ACCESS_LOG
+from service.observability.logs import ACCESS_LOG
+from service.settings.model import Settings, load_settings
 from tests.conftest import AiohttpClient, Client
 from tests.http_clients import RawResponse, curl, exchange
 from tests.servers import free_port

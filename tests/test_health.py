@@ -9,9 +9,9 @@ import time
 from aiohttp import web
 
 from service.app import create_app
-from service.config import Settings
-from service.db import MONGO
-from service.lifecycle import LIFECYCLE
+from service.server.lifecycle import LIFECYCLE
+from service.settings.model import Settings
+from service.storage.mongo import MONGO
 from tests.conftest import AiohttpClient, Client, wait_until
 from tests.servers import MongoServer, free_port
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from service.config import Settings
-from service.db import Mongo
+from service.settings.model import Settings
+from service.storage.mongo import Mongo
 from tests.conftest import Client, FailPoint
 
 BODY_USER = {"name": "Ada", "email": "ada@example.com"}

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from service.ids import ID_LENGTH, is_valid_path_id, new_id
+from service.domain.ids import ID_LENGTH, is_valid_path_id, new_id
 
 
 def test_ids_are_path_safe_unique_and_ordered_by_time() -> None:

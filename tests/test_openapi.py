@@ -19,9 +19,9 @@ import pytest
 from aiohttp import web
 
 from service.app import create_app
-from service.config import load_settings
-from service.openapi import build_document
-from service.routes import ENDPOINTS
+from service.http.openapi import build_document
+from service.http.routes import ENDPOINTS
+from service.settings.model import load_settings
 from tests.conftest import AiohttpClient, ready_client
 from tests.servers import VENV_BIN
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from service.db import Mongo
-from service.routes import ENDPOINTS
+from service.http.routes import ENDPOINTS
+from service.storage.mongo import Mongo
 from tests.api import DOCUMENT, checked
 from tests.conftest import Client, CommandRecorder
 from tests.test_users_api import create

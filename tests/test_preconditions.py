@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from service.db import Mongo
+from service.storage.mongo import Mongo
 from tests.api import checked
 from tests.conftest import Client
 from tests.http_clients import curl, exchange

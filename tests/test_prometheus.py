@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
-from service.metrics import SPECS, Metrics
+from service.observability.metrics import SPECS, Metrics
 from tests.conftest import Client, require_command
 from tests.servers import MongoServer, RedisServer, ServerProcess, free_port, wait_for_port
 from tests.test_observability import _both_workers_published, _gunicorn, _worker_pids, parse

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from service.config import load_settings
-from service.metrics import SPECS
+from service.observability.metrics import SPECS
+from service.settings.model import load_settings
 from tests.conftest import require_command
 
 RULES = Path(__file__).resolve().parents[1] / "config" / "prometheus"

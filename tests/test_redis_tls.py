@@ -23,8 +23,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from service.app import create_app
-from service.cache import CACHE_STATS
-from service.config import ConfigError, load_settings
+from service.cache.responses import CACHE_STATS
+from service.settings.model import ConfigError, load_settings
 from tests.conftest import AiohttpClient, Client, ready_client, require_command
 from tests.servers import RedisServer, free_port
 

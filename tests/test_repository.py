@@ -1,4 +1,4 @@
-"""The repository's pure rules, tested directly: cursors (service/cursors.py)."""
+"""The repository's pure rules, tested directly: cursors (service/domain/cursors.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from service.cursors import Cursors, OrderPosition, UserPosition
-from service.errors import InvalidInput
+from service.domain.cursors import Cursors, OrderPosition, UserPosition
+from service.domain.errors import InvalidInput
 from tests.api import DOCUMENT
 
 CURSORS = Cursors(b"a secret for the pure tests")

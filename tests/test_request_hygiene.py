@@ -21,8 +21,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from service.app import create_app
-from service.config import Settings, load_settings
-from service.logs import ACCESS_LOG, RequestIds
+from service.observability.logs import ACCESS_LOG, RequestIds
+from service.settings.model import Settings, load_settings
 from tests.api import checked
 from tests.conftest import AiohttpClient, Client
 from tests.http_clients import exchange

@@ -11,9 +11,9 @@ import pytest
 from aiohttp import web
 
 from service.app import create_app
-from service.config import Settings
-from service.db import Mongo
-from service.retry import RETRY_POLICY, is_transient
+from service.settings.model import Settings
+from service.storage.mongo import Mongo
+from service.storage.retry import RETRY_POLICY, is_transient
 from tests.conftest import (
     AiohttpClient,
     Client,

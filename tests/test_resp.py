@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from service.resp import PipelinedRedis, RedisTarget, pack
+from service.cache.pipelined import PipelinedRedis, RedisTarget, pack
 from tests.servers import RedisServer
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from msgspec import Struct
 
-from service.errors import InvalidInput
-from service.schemas import (
+from service.domain.errors import InvalidInput
+from service.domain.schemas import (
     MAX_JSON_DEPTH,
     OrderCreate,
     UserCreate,

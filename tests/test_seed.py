@@ -8,9 +8,9 @@ import sys
 import threading
 from datetime import UTC, datetime
 
-from service.config import Settings
-from service.db import Mongo
 from service.seed import seed, seed_id
+from service.settings.model import Settings
+from service.storage.mongo import Mongo
 from tests.conftest import Client
 from tests.servers import MongoServer, free_port
 

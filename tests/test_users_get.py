@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from service.config import Settings
-from service.db import Mongo
+from service.settings.model import Settings
+from service.storage.mongo import Mongo
 from tests.conftest import Client, CommandRecorder, FailPoint
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""The response cache: backends (memory, Redis), keys, generation tokens, failure tolerance."""

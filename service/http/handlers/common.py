@@ -1,0 +1,106 @@
+"""Request parsing and conditional rendering shared by the resource handlers."""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+from aiohttp import web
+from msgspec import Struct
+
+from service.cache.responses import Cached
+from service.domain.errors import InvalidInput, NotFound, UnsupportedMediaType
+from service.domain.ids import is_valid_path_id
+from service.domain.schemas import parse_body
+from service.domain.use_cases import ANY_TAG
+from service.http.compression import COMPRESSION, coded_tag
+from service.http.preconditions import if_none_match
+
+T = TypeVar("T", bound=Struct)
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+_PAGE_PARAMETERS = frozenset({"limit", "after"})
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def path_id(request: web.Request, name: str) -> str:
+    """The id in the URL, or a 404 before any query when it cannot be one of ours."""
+    value = request.match_info[name]
+    if not is_valid_path_id(value):
+        raise NotFound(f"No resource with this {name}.")
+    return value
+
+
+async def json_body(request: web.Request, kind: type[T]) -> T:
+    """The validated body; 415 unless it is declared JSON, 413 (raised by read) when too big."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("Send the body as `Content-Type: application/json`.")
+    try:
+        body = await request.read()
+    except web.RequestPayloadError:
+        # A body that is not what its Content-Encoding says (gzip that is not gzip), or
+        # that ends before its declared length: a client error, not a 500.
+        raise InvalidInput("The body could not be read as sent (Content-Encoding).") from None
+    return parse_body(body, kind)
+
+
+def page_params(request: web.Request) -> tuple[int, str | None]:
+    """`limit` and `after`, each at most once; any other parameter is a 400.
+
+    A filter the service does not have (`?email=...`, `?limit[$gt]=0`) must not quietly
+    answer with an unfiltered page, and a repeated one must not mean what a proxy in front
+    of us thinks it means.
+    """
+    errors = [
+        {"pointer": name, "detail": "unknown parameter"}
+        for name in sorted(set(request.query) - _PAGE_PARAMETERS)
+    ] + [
+        {"pointer": name, "detail": "given more than once"}
+        for name in sorted(_PAGE_PARAMETERS)
+        if len(request.query.getall(name, ())) > 1
+    ]
+    if errors:
+        raise InvalidInput("Page with `limit` and `after` alone, each at most once.", errors=errors)
+    raw = request.query.get("limit")
+    limit = DEFAULT_LIMIT
+    if raw is not None:
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            raise InvalidInput(
+                f"`limit` must be an integer from 1 to {MAX_LIMIT}.",
+                errors=[{"pointer": "limit", "detail": f"expected 1-{MAX_LIMIT}"}],
+            )
+        limit = int(raw)
+    after = request.query.get("after")
+    if after is not None and not after:
+        raise InvalidInput(
+            "`after` must be a cursor from a previous page.",
+            errors=[{"pointer": "after", "detail": "empty"}],
+        )
+    return limit, after
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidInput(
+            "`Idempotency-Key` must be 1-255 visible ASCII characters.",
+            errors=[{"pointer": "Idempotency-Key", "detail": "1-255 visible ASCII characters"}],
+        )
+    return key
+
+
+def conditional_json(request: web.Request, cached: Cached) -> web.Response:
+    """The encoded body as-is with its ETag, or 304 when If-None-Match (weak) already has it.
+
+    A 304 carries the ETag and Vary the 200 would have (RFC 9110 §15.4.5): the gzip tag
+    when this request would have been answered with gzip.
+    """
+    held = if_none_match(request)
+    compression = request.app[COMPRESSION]
+    if held is not None and (ANY_TAG in held or cached.etag in held):
+        headers = {"ETag": cached.etag}
+        if compression.eligible(len(cached.body)):
+            headers["Vary"] = "Accept-Encoding"
+            if compression.wants_gzip(request):
+                headers["ETag"] = coded_tag(cached.etag)
+        return web.Response(status=304, headers=headers)
+    return compression.representation(request, cached.etag, cached.body)

@@ -1,0 +1,114 @@
+"""What one request may cost: the size of its head and body, the time its body may take,
+and a bound on requests in flight.
+
+aiohttp's own parser limits (set explicitly in app.py, a little above ours) reject
+pathological heads before any middleware runs (service/server/connections.py answers those).
+Below those limits `check_head` answers with the precise problem+json status (414, 431).
+The body is read before the request takes an in-flight slot, under its own timeout, so
+clients that trickle bodies hold a connection, never a slot. The in-flight bound sheds
+load with a fast 503 instead of queueing until clients time out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import HttpVersion11, web
+
+from service.domain.errors import (
+    HeadersTooLarge,
+    InvalidInput,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unavailable,
+    UriTooLong,
+)
+from service.settings.model import ServerSettings
+
+MAX_BODY_BYTES = 64 * 1024
+_TOO_LARGE = f"The request body is too large (at most {MAX_BODY_BYTES} bytes)."
+
+
+class InFlight:
+    """Requests this process is handling now; single-threaded, so a plain counter is safe."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.current = 0
+
+    def take(self) -> None:
+        """Take a slot, or answer 503 at once: a fast refusal beats a queue clients leave."""
+        if self.current >= self.limit:
+            raise at_capacity()
+        self.current += 1
+
+
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
+
+
+def parser_limits(settings: ServerSettings) -> dict[str, int]:
+    """aiohttp's hard parser limits: twice ours, so ours answer first with the right status."""
+    return {
+        "max_line_size": 2 * max(settings.max_request_line_bytes, settings.max_header_bytes),
+        "max_field_size": 2 * settings.max_header_bytes,
+        "max_headers": 128,
+    }
+
+
+def _head_size(request: web.Request) -> int:
+    return sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+
+
+def check_head(request: web.Request, limits: ServerSettings) -> None:
+    """414 for a long request line, 431 for large headers: before any other work."""
+    if len(request.raw_path) + len(request.method) + 11 > limits.max_request_line_bytes:
+        raise UriTooLong("The request line is too long.")
+    if _head_size(request) > limits.max_header_bytes:
+        raise HeadersTooLarge("The request headers are too large.")
+
+
+def _declared_too_large(request: web.BaseRequest) -> bool:
+    length = request.content_length
+    return length is not None and length > MAX_BODY_BYTES
+
+
+async def expect_continue(request: web.Request) -> None:
+    """aiohttp's `Expect: 100-continue` answer, withheld from a body declared too large:
+    the pipeline then answers 413 before the client sends a byte of it."""
+    if request.version < HttpVersion11 or _declared_too_large(request):
+        return
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed()
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the response proper has not started
+
+
+async def receive_body(request: web.Request, seconds: float) -> None:
+    """Read the whole body (cached for the handler's `read()`) within `seconds`; the
+    pipeline calls this when the request has one, before its work begins.
+
+    413 at once for a declared length over the limit (aiohttp's read raises 413 for an
+    undeclared one); 408 when the client stalls.
+    """
+    if _declared_too_large(request):
+        raise PayloadTooLarge(_TOO_LARGE)
+    try:
+        async with asyncio.timeout(seconds):
+            await request.read()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The request body did not arrive within {seconds:g} seconds."
+        ) from None
+    except (ConnectionError, RuntimeError):
+        # The client left, or the connection was closed at the cap: aiohttp raises
+        # RuntimeError for a read on a connection already gone.
+        if request.transport is not None:
+            raise
+        raise RequestTimeout("The connection closed before the body arrived.") from None
+    except web.RequestPayloadError:
+        # A body that is not what its Content-Encoding or framing says: a client error.
+        raise InvalidInput("The body could not be read as sent.") from None
+
+
+def at_capacity() -> Unavailable:
+    return Unavailable("The service is at capacity; retry shortly.", retry_after=1)

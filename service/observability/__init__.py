@@ -1,0 +1,1 @@
+"""Metrics across workers, logging, request ids and the access log."""

@@ -1,0 +1,1 @@
+"""MongoDB: the driver seam, collections and indexes, queries, and the retry policy."""

@@ -1,0 +1,280 @@
+"""The one retry policy for database calls: which errors, how often, how long.
+
+Only transient failures are retried (the network, a primary stepping down, a server
+shutting down); a duplicate, a validation error or any other server error is final.
+Waits are full-jitter exponential (`backoff.expo` + `backoff.full_jitter`), and every
+wait is cut to what is left of the request's deadline, so retries can never make a
+client wait longer than `request.deadline_seconds`. A transient failure that outlives its
+retries becomes `Unavailable` (503 + Retry-After), never a 500.
+
+Each attempt runs under its own budget, PyMongo's client-side operation timeout
+(`pymongo.timeout`, honoured by both drivers; Motor carries it into its threads): the
+socket wait and the `maxTimeMS` sent to the server are both cut to it, so an abandoned
+attempt stops on both ends instead of running on for a whole socket timeout. The budget
+is the time left shared among the attempts left, so a stalled server still leaves room
+for a retry within the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+import backoff
+import pymongo
+from aiohttp import web
+
+from service.background import every, running
+from service.domain.errors import Unavailable
+from service.settings.model import MongoSettings, RetrySettings
+from service.storage.mongo import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Server codes that mean "this node cannot serve right now", not "this request is wrong".
+TRANSIENT_CODES = frozenset(
+    {
+        6,  # HostUnreachable
+        7,  # HostNotFound
+        89,  # NetworkTimeout
+        91,  # ShutdownInProgress
+        189,  # PrimarySteppedDown
+        262,  # ExceededTimeLimit
+        9001,  # SocketException
+        10107,  # NotWritablePrimary
+        11600,  # InterruptedAtShutdown
+        11602,  # InterruptedDueToReplStateChange
+        13435,  # NotPrimaryNoSecondaryOk
+        13436,  # NotPrimaryOrSecondary
+    }
+)
+TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
+
+# The loop-clock time by which the current request must be answered (None outside requests).
+deadline_var: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "deadline", default=None
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying the same operation again could succeed."""
+    if isinstance(error, DuplicateKeyError):
+        return False
+    if isinstance(error, ServerSelectionTimeoutError):
+        # The driver already waited server_selection_timeout_ms for a server: waiting
+        # again inside the same request would only spend the client's deadline.
+        return False
+    if isinstance(error, ConnectionFailure):  # AutoReconnect, NotPrimaryError, NetworkTimeout
+        return True
+    if isinstance(error, PyMongoError) and error.timeout:
+        # An attempt that used up its budget (socket wait or the server's maxTimeMS): the
+        # next attempt, with its own share of the deadline, may find the server free.
+        return True
+    if isinstance(error, PyMongoError) and any(
+        error.has_error_label(label) for label in TRANSIENT_LABELS
+    ):
+        return True
+    return isinstance(error, OperationFailure) and error.code in TRANSIENT_CODES
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Failures that say the database cannot be reached (as opposed to a bad request)."""
+    return is_transient(error) or isinstance(error, ServerSelectionTimeoutError)
+
+
+OnRetry = Callable[[str, str], None]
+
+
+@dataclass
+class RetryPolicy:
+    """Settings plus the counters the metrics read: retries by (operation, error class)."""
+
+    settings: RetrySettings
+    # The attempt budget never exceeds the socket timeout (outside requests, it is it).
+    socket_timeout_seconds: float
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    hooks: list[OnRetry] = field(default_factory=list)
+
+    def remaining(self) -> float | None:
+        deadline = deadline_var.get()
+        return None if deadline is None else deadline - asyncio.get_running_loop().time()
+
+    def attempt_budget(self, attempt: int) -> float:
+        """Seconds attempt number `attempt` (from 1) may take: the time left, less a reserve
+        for answering, shared equally among the attempts left, at most the socket timeout.
+        Zero or less means no attempt fits."""
+        remaining = self.remaining()
+        if remaining is None:
+            return self.socket_timeout_seconds
+        attempts_left = max(1, self.settings.max_tries - attempt + 1)
+        share = (remaining - ANSWER_RESERVE_SECONDS) / attempts_left
+        return min(self.socket_timeout_seconds, share)
+
+    def record(self, operation: str, details: dict[str, Any]) -> None:
+        error = details.get("exception")
+        error_class = type(error).__name__
+        self.counts[(operation, error_class)] += 1
+        for hook in self.hooks:
+            hook(operation, error_class)
+        log.warning(
+            "retrying %s after %s (attempt %d, waiting %.0f ms)",
+            operation,
+            error_class,
+            details["tries"],
+            details["wait"] * 1000,
+            extra={"operation": operation, "attempt": details["tries"], "error_class": error_class},
+        )
+
+
+RETRY_POLICY = web.AppKey("retry_policy", RetryPolicy)
+# Kept back from the last attempt so that its own timeout, not the deadline's cancellation,
+# ends it: the request then answers with no driver work left behind (see Deadlines.tick).
+ANSWER_RESERVE_SECONDS = 0.03
+# Below this an attempt cannot even reach the server: answer 503 instead of sending it.
+MIN_ATTEMPT_SECONDS = 0.005
+
+
+def retry_policy(retry: RetrySettings, mongo: MongoSettings) -> RetryPolicy:
+    return RetryPolicy(retry, socket_timeout_seconds=mongo.socket_timeout_ms / 1000)
+
+
+def retried(
+    operation: str,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Retry a repository method under the policy of the repository it belongs to.
+
+    The decorated method's owner must have a `_policy: RetryPolicy` attribute; the
+    decorator is applied once, at class creation, and reads the settings per call.
+    """
+
+    def decorate(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(function)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            policy: RetryPolicy = args[0]._policy  # type: ignore[attr-defined]
+            return await call_with_retries(policy, operation, function, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+async def call_with_retries(
+    policy: RetryPolicy,
+    operation: str,
+    function: Callable[P, Awaitable[R]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> R:
+    settings = policy.settings
+    remaining = policy.remaining()
+    if remaining is not None and remaining <= 0:
+        raise Unavailable("The request ran out of time before reaching the database.")
+    attempts = 0
+
+    async def attempt(*args: P.args, **kwargs: P.kwargs) -> R:
+        nonlocal attempts
+        attempts += 1
+        budget = policy.attempt_budget(attempts)
+        if budget < MIN_ATTEMPT_SECONDS:
+            raise Unavailable("The request ran out of time before reaching the database.")
+        with pymongo.timeout(budget):
+            return await function(*args, **kwargs)
+
+    retrying = backoff.on_exception(
+        backoff.expo,
+        PyMongoError,
+        max_tries=settings.max_tries,
+        max_time=remaining,
+        giveup=lambda error: not is_transient(error),
+        jitter=backoff.full_jitter,
+        base=2,
+        factor=settings.base_ms / 1000,
+        max_value=settings.cap_ms / 1000,
+        on_backoff=lambda details: policy.record(operation, dict(details)),
+        raise_on_giveup=True,
+        logger=None,
+    )(attempt)
+    try:
+        return await retrying(*args, **kwargs)
+    except PyMongoError as error:
+        if is_unavailable(error):
+            raise Unavailable("The database is unavailable; retry shortly.") from error
+        raise
+
+
+class Deadlines:
+    """Every request is answered within the deadline: 503 + Retry-After when it runs over.
+
+    One watchdog task sweeps the requests in flight every `tick` seconds and cancels those
+    past their deadline; the request then answers 503. `asyncio.timeout` would do the same
+    with a timer per request, which cost more than a cache hit's lookup (see `make bench`);
+    here a request costs a dict insert and delete, and is cut off at most `tick` (20 ms) late.
+    The deadline also bounds retries: `RetryPolicy.remaining` reads it from `deadline_var`.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.tick = min(0.02, seconds / 20)  # 50 wake-ups a second: ~0.1% of a core
+        self._running: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+
+    def enter(self, task: asyncio.Task[Any]) -> contextvars.Token[float | None]:
+        """Start `task`'s clock (the pipeline calls this around the handler, no frame of its
+        own); `leave` with the token it returns."""
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        self._running[task] = deadline
+        return deadline_var.set(deadline)
+
+    def overran(self, task: asyncio.Task[Any]) -> bool:
+        """Whether `task`'s CancelledError is the watchdog's; it is then uncancelled, to be
+        answered 503. Otherwise the client went away, or the server is stopping."""
+        if task not in self._expired:
+            return False
+        task.uncancel()
+        return True
+
+    def leave(self, task: asyncio.Task[Any], token: contextvars.Token[float | None]) -> None:
+        self._running.pop(task, None)
+        self._expired.discard(task)
+        deadline_var.reset(token)
+
+    def bring_forward(self, seconds: float) -> None:
+        """No request in flight may run longer than `seconds` from now (shutdown)."""
+        latest = asyncio.get_running_loop().time() + seconds
+        for task, deadline in self._running.items():
+            self._running[task] = min(deadline, latest)
+
+    def sweep(self, now: float) -> None:
+        overdue = [task for task, deadline in self._running.items() if deadline <= now]
+        for task in overdue:
+            del self._running[task]
+            self._expired.add(task)
+            task.cancel()
+
+    def sweep_now(self) -> None:
+        self.sweep(asyncio.get_running_loop().time())
+
+
+DEADLINES = web.AppKey("deadlines", Deadlines)
+
+
+async def deadlines_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: run the deadline watchdog while the app serves."""
+    deadlines = app[DEADLINES]
+    async with running(every(deadlines.tick, deadlines.sweep_now), "deadlines"):
+        yield
