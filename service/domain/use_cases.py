@@ -24,13 +24,8 @@ from service.domain.errors import Conflict, InvalidInput, NotFound, Precondition
 from service.domain.ids import new_id
 from service.domain.schemas import OrderCreate, UserCreate, UserPatch
 from service.storage.idempotency import IdempotencyKey, insert_once
-from service.storage.mongo import (
-    IDEMPOTENCY_DIGEST,
-    IDEMPOTENCY_KEY,
-    Document,
-    DuplicateKeyError,
-    Mongo,
-)
+from service.storage.indexes import IDEMPOTENCY_DIGEST, IDEMPOTENCY_KEY
+from service.storage.mongo import Document, DuplicateKeyError, Mongo
 from service.storage.retry import RetryPolicy, call_with_retries, retried
 
 ORDER_HISTORY_LIMIT = 100
