@@ -19,6 +19,7 @@ from service.domain.use_cases import REPOSITORY, Repository
 from service.http.auth import TOKENS, TokenVerifier
 from service.http.compression import COMPRESSION, Compression
 from service.http.cors import Cors
+from service.http.deadlines import DEADLINES, Deadlines, deadlines_ctx
 from service.http.handlers.openapi import OPENAPI_DOCUMENT
 from service.http.limits import IN_FLIGHT, MAX_BODY_BYTES, InFlight, parser_limits
 from service.http.openapi import build_document
@@ -43,7 +44,7 @@ from service.observability.metrics import (
 from service.server.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects
 from service.settings.model import SETTINGS, ConfigError, Settings, load_settings
 from service.storage.mongo import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
-from service.storage.retry import DEADLINES, RETRY_POLICY, Deadlines, deadlines_ctx, retry_policy
+from service.storage.retry import RETRY_POLICY, retry_policy
 
 
 def settings_or_exit() -> Settings:
