@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-QUERIES_PER_MISS = 2  # service.repository.get_user_with_orders: users.find_one + orders.find
+QUERIES_PER_MISS = 2  # UserUseCases.get_user_with_orders: users.find_one + orders.find
 HIT_RATIOS = (0.5, 0.8, 0.9, 0.95, 0.99)
 
 

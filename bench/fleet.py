@@ -46,7 +46,7 @@ from tests.servers import MongoServer, RedisServer, free_port, terminate
 from tests.test_prometheus import PrometheusApi, PrometheusServer
 
 KUBERNETES = ROOT / "config" / "kubernetes"
-ORDER_HISTORY = 100  # GET /users/{id} lists the newest 100 orders (repository.py)
+ORDER_HISTORY = 100  # GET /users/{id} lists the newest 100 orders (domain/representation.py)
 API_ROUTES = ("/users", "/users/{user_id}", "/users/{user_id}/orders")
 ROUTE_MATCHER = "|".join(API_ROUTES)
 # HAProxy's health checks, the same probe and cadence the issue and the README describe.

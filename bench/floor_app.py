@@ -22,7 +22,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 
 Document = dict[str, Any]
-ORDER_HISTORY_LIMIT = 100  # service.repository.ORDER_HISTORY_LIMIT
+ORDER_HISTORY_LIMIT = 100  # service.domain.representation.ORDER_HISTORY_LIMIT
 NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
 COLLECTIONS = web.AppKey("collections", tuple[AsyncCollection[Document], AsyncCollection[Document]])
 

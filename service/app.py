@@ -15,10 +15,11 @@ from aiohttp import web
 
 from service.cache.responses import CACHE_STATS, RESPONSE_CACHE, CacheStats, cache_ctx
 from service.domain.cursors import create_cursors
-from service.domain.use_cases import REPOSITORY, Repository
+from service.domain.use_cases import ORDER_USE_CASES, USER_USE_CASES, OrderUseCases, UserUseCases
 from service.http.auth import TOKENS, TokenVerifier
 from service.http.compression import COMPRESSION, Compression
 from service.http.cors import Cors
+from service.http.deadlines import DEADLINES, Deadlines, deadlines_ctx
 from service.http.handlers.openapi import OPENAPI_DOCUMENT
 from service.http.limits import IN_FLIGHT, MAX_BODY_BYTES, InFlight, parser_limits
 from service.http.openapi import build_document
@@ -43,7 +44,9 @@ from service.observability.metrics import (
 from service.server.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects
 from service.settings.model import SETTINGS, ConfigError, Settings, load_settings
 from service.storage.mongo import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
-from service.storage.retry import DEADLINES, RETRY_POLICY, Deadlines, deadlines_ctx, retry_policy
+from service.storage.orders import OrderQueries
+from service.storage.retry import RETRY_POLICY, retry_policy
+from service.storage.users import UserQueries
 
 
 def settings_or_exit() -> Settings:
@@ -55,9 +58,13 @@ def settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
-async def repository_ctx(app: web.Application) -> AsyncIterator[None]:
+async def use_cases_ctx(app: web.Application) -> AsyncIterator[None]:
     cursors = create_cursors(app[SETTINGS].paging)
-    app[REPOSITORY] = Repository(app[MONGO], app[RETRY_POLICY], app.get(RESPONSE_CACHE), cursors)
+    mongo, policy = app[MONGO], app[RETRY_POLICY]
+    users, orders = UserQueries(mongo, policy), OrderQueries(mongo, policy)
+    cache = app.get(RESPONSE_CACHE)
+    app[USER_USE_CASES] = UserUseCases(users, orders, cache, cursors)
+    app[ORDER_USE_CASES] = OrderUseCases(users, orders, cache, cursors)
     yield
 
 
@@ -107,7 +114,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
             metrics_server_ctx,
             mongo_ctx,
             cache_ctx,
-            repository_ctx,
+            use_cases_ctx,
             freeze_startup_objects,
         ]
     )

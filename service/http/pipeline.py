@@ -3,7 +3,7 @@
 request id → metrics and access log → error rendering → compression and CORS headers →
 head limits → CORS preflight → authentication → the body, read under its timeout →
 in-flight bound → the route's cached answer, or else the deadline → handler. Each concern
-lives in its own module (logs, metrics, errors, compression, cors, limits, auth, retry);
+lives in its own module (logs, metrics, errors, compression, cors, limits, auth, deadlines);
 this module only sequences them.
 
 It is not an aiohttp middleware. An app with middlewares also gets aiohttp's own
@@ -30,6 +30,7 @@ from service.domain.errors import Unavailable, render_error
 from service.http.auth import TokenVerifier, authorize
 from service.http.compression import Compression
 from service.http.cors import Cors
+from service.http.deadlines import Deadlines
 from service.http.limits import InFlight, check_head, receive_body
 from service.http.responses import STANDARD_HEADERS, Representation
 from service.observability.logs import (
@@ -43,7 +44,6 @@ from service.observability.logs import (
 from service.observability.metrics import KNOWN_METHODS, Metrics, RequestSeries
 from service.server.connections import mark_busy
 from service.settings.model import ServerSettings
-from service.storage.retry import Deadlines
 
 # Probes and scrapes: exempt from the in-flight bound and the deadline (they carry their own
 # bounds, and must answer when the service is saturated: that is when they matter).

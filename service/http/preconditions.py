@@ -12,7 +12,7 @@ import re
 from aiohttp import web
 
 from service.domain.errors import InvalidInput
-from service.domain.use_cases import ANY_TAG as ANY
+from service.domain.representation import ANY_TAG as ANY
 from service.http.compression import identity_tag
 
 # One pattern for parsing and for the OpenAPI document, so generated clients (and the

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from service.http.deadlines import DEADLINES
 from service.settings.model import SETTINGS
-from service.storage.retry import DEADLINES
 
 log = logging.getLogger(__name__)
 

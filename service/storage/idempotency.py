@@ -1,7 +1,7 @@
 """Idempotency-Key support: the key lives in the document its request creates.
 
 A POST with a key writes the key and its request's digest into the new user or order, under a
-unique index (db.py), so the outcome is exact however an attempt ends. A retry first looks
+unique index (indexes.py), so the outcome is exact however an attempt ends. A retry first looks
 the key up: if any attempt's write landed, even one whose request already answered 503 or
 lost its connection, that document is the answer. If none did, the retry writes it, and of
 two writes racing with one key the index keeps the first. There is no record apart from the
@@ -16,13 +16,8 @@ from dataclasses import dataclass
 import msgspec
 
 from service.domain.errors import Unprocessable
-from service.storage.mongo import (
-    IDEMPOTENCY_DIGEST,
-    IDEMPOTENCY_KEY,
-    Collection,
-    Document,
-    DuplicateKeyError,
-)
+from service.storage.indexes import IDEMPOTENCY_DIGEST, IDEMPOTENCY_KEY
+from service.storage.mongo import Collection, Document, DuplicateKeyError
 
 
 @dataclass(frozen=True, slots=True)

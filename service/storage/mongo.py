@@ -1,4 +1,4 @@
-"""The MongoDB driver seam: client lifecycle, collections, indexes, for either driver.
+"""The MongoDB driver seam: client lifecycle and collections, for either driver.
 
 `mongo.driver` picks Motor (the default) or PyMongo's native `AsyncMongoClient`, which
 upstream recommends now that Motor is deprecated. This module is the only one that knows
@@ -20,7 +20,7 @@ from typing import Any
 import pymongo
 from aiohttp import web
 from motor.motor_asyncio import AsyncIOMotorClient
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import (
     AutoReconnect,
@@ -39,10 +39,9 @@ from pymongo.monitoring import CommandListener
 
 from service.background import running, within
 from service.settings.model import SETTINGS, MongoDriver, MongoSettings, redact_url
+from service.storage.indexes import create_indexes
 
 __all__ = [
-    "IDEMPOTENCY_DIGEST",
-    "IDEMPOTENCY_KEY",
     "MONGO",
     "MONGO_LISTENERS",
     "AutoReconnect",
@@ -67,43 +66,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
-# The interface the repository codes against: PyMongo's async collection. Motor's
+# The interface the queries (users.py, orders.py) code against: PyMongo's async collection. Motor's
 # collection is another class with the same awaited methods, so under Motor it is the
 # shape, not the class, that holds (both drivers run the whole suite).
 Collection = AsyncCollection[Document]
 Client = AsyncMongoClient[Document]
 
-# A POST's Idempotency-Key is stored in the document it creates (service/storage/idempotency.py);
-# these unique indexes are what makes a key create at most one user, or one order per user.
-IDEMPOTENCY_KEY, IDEMPOTENCY_DIGEST = "idempotency_key", "idempotency_digest"
-_HAS_KEY = {IDEMPOTENCY_KEY: {"$exists": True}}
-_INDEXES: dict[str, list[IndexModel]] = {
-    "users": [
-        IndexModel([("email", ASCENDING)], unique=True, name="email_unique"),
-        IndexModel(
-            [(IDEMPOTENCY_KEY, ASCENDING)],
-            unique=True,
-            partialFilterExpression=_HAS_KEY,
-            name="idempotency_key_unique",
-        ),
-    ],
-    "orders": [
-        IndexModel(
-            [("user_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)],
-            name="user_newest_first",
-        ),
-        IndexModel(
-            [("user_id", ASCENDING), (IDEMPOTENCY_KEY, ASCENDING)],
-            unique=True,
-            partialFilterExpression=_HAS_KEY,
-            name="idempotency_key_unique",
-        ),
-    ],
-}
-
 
 class Mongo:
-    """One client and the collections the repository uses."""
+    """One client and the collections the queries use."""
 
     def __init__(self, settings: MongoSettings, listeners: Sequence[CommandListener] = ()) -> None:
         self.settings = settings
@@ -144,9 +115,7 @@ class Mongo:
 
     async def ensure_indexes(self) -> None:
         """Create the indexes the service relies on; creating an existing index is a no-op."""
-        database = self.client[self.settings.database]
-        for name, models in _INDEXES.items():
-            await database[name].create_indexes(models)
+        await create_indexes(self.client[self.settings.database])
         self.indexes_ready = True
 
     async def ensure_indexes_until_done(self, first_delay: float = 0.5, cap: float = 10.0) -> None:

@@ -22,7 +22,7 @@ import contextvars
 import functools
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -30,7 +30,6 @@ import backoff
 import pymongo
 from aiohttp import web
 
-from service.background import every, running
 from service.domain.errors import Unavailable
 from service.settings.model import MongoSettings, RetrySettings
 from service.storage.mongo import (
@@ -66,6 +65,8 @@ TRANSIENT_CODES = frozenset(
 TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
 
 # The loop-clock time by which the current request must be answered (None outside requests).
+# The watchdog that sets it is a request concern (service/http/deadlines.py); it lives here,
+# with its reader, so that storage never imports http.
 deadline_var: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "deadline", default=None
 )
@@ -143,7 +144,7 @@ class RetryPolicy:
 
 RETRY_POLICY = web.AppKey("retry_policy", RetryPolicy)
 # Kept back from the last attempt so that its own timeout, not the deadline's cancellation,
-# ends it: the request then answers with no driver work left behind (see Deadlines.tick).
+# ends it: the request then answers with no driver work left behind (service/http/deadlines.py).
 ANSWER_RESERVE_SECONDS = 0.03
 # Below this an attempt cannot even reach the server: answer 503 instead of sending it.
 MIN_ATTEMPT_SECONDS = 0.005
@@ -156,7 +157,7 @@ def retry_policy(retry: RetrySettings, mongo: MongoSettings) -> RetryPolicy:
 def retried(
     operation: str,
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    """Retry a repository method under the policy of the repository it belongs to.
+    """Retry a query method under the policy of the query class it belongs to.
 
     The decorated method's owner must have a `_policy: RetryPolicy` attribute; the
     decorator is applied once, at class creation, and reads the settings per call.
@@ -215,66 +216,3 @@ async def call_with_retries(
         if is_unavailable(error):
             raise Unavailable("The database is unavailable; retry shortly.") from error
         raise
-
-
-class Deadlines:
-    """Every request is answered within the deadline: 503 + Retry-After when it runs over.
-
-    One watchdog task sweeps the requests in flight every `tick` seconds and cancels those
-    past their deadline; the request then answers 503. `asyncio.timeout` would do the same
-    with a timer per request, which cost more than a cache hit's lookup (see `make bench`);
-    here a request costs a dict insert and delete, and is cut off at most `tick` (20 ms) late.
-    The deadline also bounds retries: `RetryPolicy.remaining` reads it from `deadline_var`.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.tick = min(0.02, seconds / 20)  # 50 wake-ups a second: ~0.1% of a core
-        self._running: dict[asyncio.Task[Any], float] = {}
-        self._expired: set[asyncio.Task[Any]] = set()
-
-    def enter(self, task: asyncio.Task[Any]) -> contextvars.Token[float | None]:
-        """Start `task`'s clock (the pipeline calls this around the handler, no frame of its
-        own); `leave` with the token it returns."""
-        deadline = asyncio.get_running_loop().time() + self.seconds
-        self._running[task] = deadline
-        return deadline_var.set(deadline)
-
-    def overran(self, task: asyncio.Task[Any]) -> bool:
-        """Whether `task`'s CancelledError is the watchdog's; it is then uncancelled, to be
-        answered 503. Otherwise the client went away, or the server is stopping."""
-        if task not in self._expired:
-            return False
-        task.uncancel()
-        return True
-
-    def leave(self, task: asyncio.Task[Any], token: contextvars.Token[float | None]) -> None:
-        self._running.pop(task, None)
-        self._expired.discard(task)
-        deadline_var.reset(token)
-
-    def bring_forward(self, seconds: float) -> None:
-        """No request in flight may run longer than `seconds` from now (shutdown)."""
-        latest = asyncio.get_running_loop().time() + seconds
-        for task, deadline in self._running.items():
-            self._running[task] = min(deadline, latest)
-
-    def sweep(self, now: float) -> None:
-        overdue = [task for task, deadline in self._running.items() if deadline <= now]
-        for task in overdue:
-            del self._running[task]
-            self._expired.add(task)
-            task.cancel()
-
-    def sweep_now(self) -> None:
-        self.sweep(asyncio.get_running_loop().time())
-
-
-DEADLINES = web.AppKey("deadlines", Deadlines)
-
-
-async def deadlines_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: run the deadline watchdog while the app serves."""
-    deadlines = app[DEADLINES]
-    async with running(every(deadlines.tick, deadlines.sweep_now), "deadlines"):
-        yield

@@ -11,8 +11,8 @@ from msgspec import Struct
 from service.cache.responses import Cached
 from service.domain.errors import InvalidInput, NotFound, UnsupportedMediaType
 from service.domain.ids import is_valid_path_id
+from service.domain.representation import ANY_TAG
 from service.domain.schemas import parse_body
-from service.domain.use_cases import ANY_TAG
 from service.http.compression import COMPRESSION, coded_tag
 from service.http.preconditions import if_none_match
 

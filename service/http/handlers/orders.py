@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.domain.schemas import OrderCreate
-from service.domain.use_cases import REPOSITORY
+from service.domain.use_cases import ORDER_USE_CASES
 from service.http.handlers.common import (
     conditional_json,
     idempotency_key,
@@ -20,23 +20,23 @@ async def create_order(request: web.Request) -> web.Response:
     user_id = path_id(request, "user_id")
     data = await json_body(request, OrderCreate)
     key = idempotency_key(request)
-    order = await request.app[REPOSITORY].create_order(user_id, data, key)
+    order = await request.app[ORDER_USE_CASES].create_order(user_id, data, key)
     return json_response(order, status=201, headers={"Location": f"/orders/{order['id']}"})
 
 
 async def list_orders(request: web.Request) -> web.Response:
     user_id = path_id(request, "user_id")
     limit, after = page_params(request)
-    page = await request.app[REPOSITORY].list_orders(user_id, limit, after)
+    page = await request.app[ORDER_USE_CASES].list_orders(user_id, limit, after)
     return json_response({"items": page.items, "next": page.next})
 
 
 async def get_order(request: web.Request) -> web.Response:
     order_id = path_id(request, "order_id")
-    return conditional_json(request, await request.app[REPOSITORY].order(order_id))
+    return conditional_json(request, await request.app[ORDER_USE_CASES].order(order_id))
 
 
 def cached_order(request: web.Request) -> web.Response | None:
     """get_order's answer when the cache has it at hand (memory), else None."""
-    found = request.app[REPOSITORY].cached_order(path_id(request, "order_id"))
+    found = request.app[ORDER_USE_CASES].cached_order(path_id(request, "order_id"))
     return None if found is None else conditional_json(request, found)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.domain.schemas import UserCreate, UserPatch
-from service.domain.use_cases import REPOSITORY
+from service.domain.use_cases import USER_USE_CASES
 from service.http.handlers.common import (
     conditional_json,
     idempotency_key,
@@ -20,32 +20,32 @@ from service.http.responses import json_response
 async def create_user(request: web.Request) -> web.Response:
     data = await json_body(request, UserCreate)
     key = idempotency_key(request)
-    user = await request.app[REPOSITORY].create_user(data, key)
+    user = await request.app[USER_USE_CASES].create_user(data, key)
     return json_response(user, status=201, headers={"Location": f"/users/{user['id']}"})
 
 
 async def list_users(request: web.Request) -> web.Response:
     limit, after = page_params(request)
-    page = await request.app[REPOSITORY].list_users(limit, after)
+    page = await request.app[USER_USE_CASES].list_users(limit, after)
     return json_response({"items": page.items, "next": page.next})
 
 
 async def get_user(request: web.Request) -> web.Response:
     """The user and their 100 newest orders, fetched concurrently."""
     user_id = path_id(request, "user_id")
-    return conditional_json(request, await request.app[REPOSITORY].user_with_orders(user_id))
+    return conditional_json(request, await request.app[USER_USE_CASES].user_with_orders(user_id))
 
 
 def cached_user(request: web.Request) -> web.Response | None:
     """get_user's answer when the cache has it at hand (memory), else None."""
-    found = request.app[REPOSITORY].cached_user_with_orders(path_id(request, "user_id"))
+    found = request.app[USER_USE_CASES].cached_user_with_orders(path_id(request, "user_id"))
     return None if found is None else conditional_json(request, found)
 
 
 async def patch_user(request: web.Request) -> web.Response:
     user_id = path_id(request, "user_id")
     patch = await json_body(request, UserPatch)
-    updated = await request.app[REPOSITORY].update_user(
+    updated = await request.app[USER_USE_CASES].update_user(
         user_id, patch, if_match(request), if_none_match(request)
     )
     return json_response(updated.data, headers={"ETag": updated.etag})
@@ -53,5 +53,7 @@ async def patch_user(request: web.Request) -> web.Response:
 
 async def delete_user(request: web.Request) -> web.Response:
     user_id = path_id(request, "user_id")
-    await request.app[REPOSITORY].delete_user(user_id, if_match(request), if_none_match(request))
+    await request.app[USER_USE_CASES].delete_user(
+        user_id, if_match(request), if_none_match(request)
+    )
     return web.Response(status=204)
