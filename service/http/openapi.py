@@ -3,7 +3,7 @@
 Because routes and schemas are the same objects that serve and validate requests, the
 document cannot drift from the code; a test still checks both directions. It describes the
 service as configured: which operations need a bearer token (and so may answer 401/403)
-comes from the same TokenVerifier that enforces it.
+comes from the route's policy and the same TokenVerifier that enforces it.
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def _ref(kind: type) -> dict[str, str]:
 
 
 def _operation(endpoint: Endpoint, verifier: TokenVerifier, served: set[str]) -> dict[str, Any]:
-    needed = verifier.required_scope(endpoint.method, endpoint.path)
+    needed = verifier.required_scope(endpoint.method) if endpoint.policy.token else None
     responses: dict[str, Any] = {}
     ok: dict[str, Any] = {
         "description": HTTPStatus(endpoint.ok).phrase,

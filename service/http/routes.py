@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
@@ -24,7 +24,7 @@ from service.domain.schemas import (
 )
 from service.http.handlers import docs, health, openapi, orders, users
 from service.http.limits import expect_continue
-from service.http.pipeline import PIPELINE, Answer
+from service.http.pipeline import PIPELINE, Answer, Policy
 from service.observability.logs import UNMATCHED
 from service.observability.metrics import metrics_handler
 from service.settings.model import SETTINGS, Settings
@@ -53,6 +53,13 @@ def _metrics_on_api_port(settings: Settings) -> bool:
     return settings.metrics.port == 0
 
 
+# What the pipeline does around each route (pipeline.Policy says what each flag means).
+API = Policy()
+PUBLIC = Policy(token=False)  # the published contract and its page
+PROBE = Policy(token=False, bounded=False)
+SCRAPE = Policy(token=False, bounded=False, observed=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     method: str
@@ -70,6 +77,7 @@ class Endpoint:
     ok_headers: tuple[str, ...] = ()
     links: tuple[Link, ...] = ()
     public: bool = True  # False: served, but not part of the documented API
+    policy: Policy = API
     served_if: Callable[[Settings], bool] | None = None  # None: always served
     # Answers from a cache without waiting, or None: then the handler runs (pipeline.py).
     cached: Answer | None = None
@@ -115,16 +123,19 @@ ENDPOINTS = (
              headers=("If-None-Match",), errors=(304, 404), ok_headers=("ETag",),
              cached=orders.cached_order,
              links=(link("get_user", users.get_user, user_id="$response.body#/user_id"),)),
-    Endpoint("GET", "/health/live", health.live, "Liveness: the process answers", 200, Health),
+    Endpoint("GET", "/health/live", health.live, "Liveness: the process answers", 200, Health,
+             policy=PROBE),
     Endpoint("GET", "/health/ready", health.ready,
-             "Readiness: the database answers and shutdown has not begun", 200, Health),
-    Endpoint("GET", "/openapi.json", openapi.document, "This document", public=False),
+             "Readiness: the database answers and shutdown has not begun", 200, Health,
+             policy=PROBE),
+    Endpoint("GET", "/openapi.json", openapi.document, "This document", public=False,
+             policy=PUBLIC),
     Endpoint("GET", "/docs", docs.page, "Swagger UI for this document", public=False,
-             served_if=_docs_enabled),
+             policy=PUBLIC, served_if=_docs_enabled),
     Endpoint("GET", "/docs/{asset}", docs.asset, "Swagger UI's files", public=False,
-             served_if=_docs_enabled),
+             policy=PUBLIC, served_if=_docs_enabled),
     Endpoint("GET", "/metrics", metrics_handler, "Prometheus metrics", public=False,
-             served_if=_metrics_on_api_port),
+             policy=SCRAPE, served_if=_metrics_on_api_port),
 )  # fmt: skip
 
 
@@ -138,19 +149,64 @@ def setup_routes(app: web.Application) -> None:
     for endpoint in ENDPOINTS:
         if endpoint.served_if is not None and not endpoint.served_if(settings):
             continue  # e.g. /metrics on its own port (metrics_server_ctx), /docs turned off
-        add_route(app, endpoint.method, endpoint.path, endpoint.handler, endpoint.cached)
-    pipeline = app[PIPELINE]
-    app.router.register_resource(
-        UnmatchedResource(app.router, pipeline.wrap(_refuse, hdrs.METH_ANY, UNMATCHED))
-    )
+        add_route(
+            app,
+            endpoint.method,
+            endpoint.path,
+            endpoint.handler,
+            policy=endpoint.policy,
+            cached=endpoint.cached,
+        )
+    refuse = app[PIPELINE].wrap(_refuse, hdrs.METH_ANY, UNMATCHED, UnmatchedPolicy(ENDPOINTS))
+    app.router.register_resource(UnmatchedResource(app.router, refuse))
     app.on_startup.append(_check_routes)
 
 
+class UnmatchedPolicy:
+    """The policy for a request nothing matched: the strictest of the table's routes near
+    its path, where a route's reach is its path up to the last `/` before any variable, or
+    the whole path at the top level (`/health/live`: `/health/`; `/metrics`: `/metrics`).
+
+    So a 404 under `/health/` is as open and unbounded as the probes, and one under
+    `/users/` needs the token the users' routes need. Routes not served here count too:
+    `/metrics` scraped on the API port while it is served on its own port (a misdirected
+    scraper) is still neither counted nor logged.
+    """
+
+    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
+        reach: dict[str, list[Policy]] = {}
+        for endpoint in endpoints:
+            static = endpoint.path.partition("{")[0]
+            head = static.rpartition("/")[0]
+            reach.setdefault(f"{head}/" if head else static, []).append(endpoint.policy)
+        self._reach = tuple((prefix, _strictest(policies)) for prefix, policies in reach.items())
+        self._unobserved = frozenset(e.path for e in endpoints if not e.policy.observed)
+
+    def __call__(self, path: str) -> Policy:
+        near = [policy for prefix, policy in self._reach if path.startswith(prefix)]
+        strictest = _strictest(near) if near else API
+        return Policy(strictest.token, strictest.bounded, path not in self._unobserved)
+
+
+def _strictest(policies: list[Policy]) -> Policy:
+    return Policy(
+        token=any(p.token for p in policies),
+        bounded=any(p.bounded for p in policies),
+        observed=any(p.observed for p in policies),
+    )
+
+
 def add_route(
-    app: web.Application, method: str, path: str, handler: Handler, cached: Answer | None = None
+    app: web.Application,
+    method: str,
+    path: str,
+    handler: Handler,
+    *,
+    policy: Policy = API,
+    cached: Answer | None = None,
 ) -> None:
-    """Serve `handler` for `method` (`*`: any) on `path`, inside the pipeline (`cached`:
-    see Endpoint).
+    """Serve `handler` for `method` (`*`: any) on `path`, inside the pipeline, under
+    `policy` (`cached`: see Endpoint).
 
     A GET also answers HEAD (RFC 9110 §9.1) with the same handler, so the two cannot
     disagree; aiohttp sends the headers, Content-Length included, and drops the body.
@@ -164,7 +220,7 @@ def add_route(
     route = resource.canonical
     methods = (method, hdrs.METH_HEAD) if method == hdrs.METH_GET else (method,)
     for each in methods:
-        wrapped = pipeline.wrap(handler, each, route, cached)
+        wrapped = pipeline.wrap(handler, each, route, policy, cached)
         resource.add_route(each, wrapped, expect_handler=expect_continue)
 
 
