@@ -94,6 +94,16 @@ _ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}\Z"
 UserId = Annotated[str, Meta(pattern=_ID_PATTERN, examples=["01ke6qvwe0mthc792r014fr2"])]
 OrderId = Annotated[str, Meta(pattern=_ID_PATTERN, examples=["01ke6qxq10shn6qryjh0s1zp"])]
 Id = Annotated[str, Meta(pattern=_ID_PATTERN)]
+# Query and header parameters: the handlers check them (service/http/handlers/common.py)
+# and the OpenAPI document publishes these same definitions.
+MIN_PAGE_LIMIT, MAX_PAGE_LIMIT, DEFAULT_PAGE_LIMIT = 1, 100, 20
+PageLimit = Annotated[
+    int,
+    Meta(ge=MIN_PAGE_LIMIT, le=MAX_PAGE_LIMIT, extra_json_schema={"default": DEFAULT_PAGE_LIMIT}),
+]
+After = Annotated[str, Meta(min_length=1)]  # a `next` cursor; an empty one is refused
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}\Z"  # 1-255 visible ASCII characters
+IdempotencyKey = Annotated[str, Meta(pattern=IDEMPOTENCY_KEY_PATTERN)]
 Cursor = Annotated[
     str | None,
     Meta(
