@@ -19,7 +19,7 @@ from service.domain.use_cases import REPOSITORY, Repository
 from service.http.auth import TOKENS, TokenVerifier
 from service.http.compression import COMPRESSION, Compression
 from service.http.cors import Cors
-from service.http.handlers.openapi import OPENAPI_DOCUMENT
+from service.http.handlers.docs import OPENAPI_DOCUMENT
 from service.http.limits import IN_FLIGHT, MAX_BODY_BYTES, InFlight, parser_limits
 from service.http.openapi import build_document
 from service.http.pipeline import PIPELINE, Pipeline

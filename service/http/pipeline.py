@@ -26,11 +26,12 @@ from time import perf_counter
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from service.domain.errors import Unavailable, render_error
+from service.domain.errors import Unavailable
 from service.http.auth import TokenVerifier, authorize
 from service.http.compression import Compression
 from service.http.cors import Cors
 from service.http.limits import InFlight, check_head, receive_body
+from service.http.problems import render_error
 from service.http.responses import STANDARD_HEADERS, Representation
 from service.observability.logs import (
     REQUEST_ID_HEADER,

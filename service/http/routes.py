@@ -22,7 +22,7 @@ from service.domain.schemas import (
     UserPatch,
     UserWithOrders,
 )
-from service.http.handlers import docs, health, openapi, orders, users
+from service.http.handlers import docs, health, orders, users
 from service.http.limits import expect_continue
 from service.http.pipeline import PIPELINE, Answer, Policy
 from service.observability.logs import UNMATCHED
@@ -128,7 +128,7 @@ ENDPOINTS = (
     Endpoint("GET", "/health/ready", health.ready,
              "Readiness: the database answers and shutdown has not begun", 200, Health,
              policy=PROBE),
-    Endpoint("GET", "/openapi.json", openapi.document, "This document", public=False,
+    Endpoint("GET", "/openapi.json", docs.document, "This document", public=False,
              policy=PUBLIC),
     Endpoint("GET", "/docs", docs.page, "Swagger UI for this document", public=False,
              policy=PUBLIC, served_if=_docs_enabled),

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import http_exceptions, web
 from aiohttp.web_request import BaseRequest
 
-from service.domain.errors import problem_response
+from service.http.problems import problem_response
 from service.observability.logs import REQUEST_ID_HEADER, UNMATCHED
 from service.settings.model import ServerSettings
 
