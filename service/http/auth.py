@@ -61,9 +61,6 @@ class TokenVerifier:
         return READ if self.protect_reads else None
 
 
-TOKENS = web.AppKey("tokens", TokenVerifier)
-
-
 def authorize(request: web.Request, verifier: TokenVerifier, needed: str) -> None:
     """Raise 401/403 unless the request's token has the `needed` scope (the pipeline
     resolves it per route with `required_scope`, and calls this only when one is needed)."""

@@ -2,7 +2,7 @@
 and the answers aiohttp's HTTP parser gives before any middleware could.
 
 Both servers (`python -m service` and gunicorn's worker) build their runner with
-`service.serving.make_runner`, so the bounds are the same under both. Its connections are
+`service.server.runner.make_runner`, so the bounds are the same under both. Its connections are
 aiohttp's `RequestHandler` plus:
 
 - a cap (`server.max_connections`): at the cap, a new connection closes the one that has
