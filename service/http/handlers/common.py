@@ -16,9 +16,9 @@ from service.domain.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     MAX_PAGE_LIMIT,
     MIN_PAGE_LIMIT,
-    parse_body,
 )
 from service.domain.use_cases import ANY_TAG
+from service.domain.validation import parse_body
 from service.http.compression import COMPRESSION, coded_tag
 from service.http.preconditions import if_none_match
 
