@@ -12,7 +12,7 @@ route's labels, metric keys and needed scope were looked up on every request. `w
 resolves those once per route (service/http/routes.py adds every route through it), and the
 pipeline is one coroutine frame around the handler: on a cache hit, every call and frame
 here is a measurable share of the request (README, Performance). What the router cannot
-match (404, 405) reaches the same pipeline through routes.UnmatchedResource.
+match (404, 405) reaches the same pipeline through unmatched.UnmatchedResource.
 """
 
 from __future__ import annotations

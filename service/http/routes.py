@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
-from aiohttp.web_urldispatcher import MatchInfoError, UrlMappingMatchInfo, _InfoDict
 from msgspec import Struct
-from yarl import URL
 
 from service.domain.schemas import (
     Health,
@@ -25,6 +23,7 @@ from service.domain.schemas import (
 from service.http.handlers import docs, health, orders, users
 from service.http.limits import expect_continue
 from service.http.pipeline import PIPELINE, Answer, Policy
+from service.http.unmatched import UnmatchedPolicy, UnmatchedResource, refuse
 from service.observability.logs import UNMATCHED
 from service.observability.metrics import metrics_handler
 from service.settings.model import SETTINGS, Settings
@@ -157,43 +156,10 @@ def setup_routes(app: web.Application) -> None:
             policy=endpoint.policy,
             cached=endpoint.cached,
         )
-    refuse = app[PIPELINE].wrap(_refuse, hdrs.METH_ANY, UNMATCHED, UnmatchedPolicy(ENDPOINTS))
-    app.router.register_resource(UnmatchedResource(app.router, refuse))
+    policy = UnmatchedPolicy([(endpoint.path, endpoint.policy) for endpoint in ENDPOINTS])
+    pipelined = app[PIPELINE].wrap(refuse, hdrs.METH_ANY, UNMATCHED, policy)
+    app.router.register_resource(UnmatchedResource(app.router, pipelined))
     app.on_startup.append(_check_routes)
-
-
-class UnmatchedPolicy:
-    """The policy for a request nothing matched: the strictest of the table's routes near
-    its path, where a route's reach is its path up to the last `/` before any variable, or
-    the whole path at the top level (`/health/live`: `/health/`; `/metrics`: `/metrics`).
-
-    So a 404 under `/health/` is as open and unbounded as the probes, and one under
-    `/users/` needs the token the users' routes need. Routes not served here count too:
-    `/metrics` scraped on the API port while it is served on its own port (a misdirected
-    scraper) is still neither counted nor logged.
-    """
-
-    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
-        reach: dict[str, list[Policy]] = {}
-        for endpoint in endpoints:
-            static = endpoint.path.partition("{")[0]
-            head = static.rpartition("/")[0]
-            reach.setdefault(f"{head}/" if head else static, []).append(endpoint.policy)
-        self._reach = tuple((prefix, _strictest(policies)) for prefix, policies in reach.items())
-        self._unobserved = frozenset(e.path for e in endpoints if not e.policy.observed)
-
-    def __call__(self, path: str) -> Policy:
-        near = [policy for prefix, policy in self._reach if path.startswith(prefix)]
-        strictest = _strictest(near) if near else API
-        return Policy(strictest.token, strictest.bounded, path not in self._unobserved)
-
-
-def _strictest(policies: list[Policy]) -> Policy:
-    return Policy(
-        token=any(p.token for p in policies),
-        bounded=any(p.bounded for p in policies),
-        observed=any(p.observed for p in policies),
-    )
 
 
 def add_route(
@@ -231,72 +197,3 @@ async def _check_routes(app: web.Application) -> None:
     for route in app.router.routes():
         if route.handler not in wrapped:
             raise RuntimeError(f"{route.method} {route.resource}: add routes with routes.add_route")
-
-
-async def _refuse(request: web.Request) -> web.StreamResponse:
-    """What the router could not match: its 404, or its 405 with Allow."""
-    error = request.match_info.http_exception
-    assert error is not None  # only UnmatchedResource routes here
-    raise error
-
-
-class _Unmatched(MatchInfoError):
-    """The router's 404 or 405, answered by the pipeline instead of bare aiohttp."""
-
-    __slots__ = ("_pipelined",)
-
-    def __init__(self, error: web.HTTPException, pipelined: Handler) -> None:
-        super().__init__(error)
-        self._pipelined = pipelined
-
-    @property
-    def handler(self) -> Handler:
-        return self._pipelined
-
-
-class UnmatchedResource(web.AbstractResource):
-    """The router's last candidate for every path: it takes what nothing else matched.
-
-    Indexed under `/`, which the router tries after every longer prefix. It answers with
-    the 404 or 405 the router would have made (asking the other resources which methods
-    the path allows), through the pipeline, so unknown URLs get problem+json, request ids,
-    metrics under `<unmatched>` and the access log like everything else.
-    """
-
-    def __init__(self, router: web.UrlDispatcher, pipelined: Handler) -> None:
-        super().__init__()
-        self._router = router
-        self._pipelined = pipelined
-
-    @property
-    def canonical(self) -> str:
-        return "/"
-
-    async def resolve(self, request: web.Request) -> tuple[UrlMappingMatchInfo | None, set[str]]:
-        allowed: set[str] = set()
-        for resource in self._router.resources():
-            if resource is not self:
-                allowed |= (await resource.resolve(request))[1]
-        if allowed:
-            error: web.HTTPException = web.HTTPMethodNotAllowed(request.method, allowed)
-        else:
-            error = web.HTTPNotFound()
-        return _Unmatched(error, self._pipelined), allowed
-
-    def url_for(self, **kwargs: str) -> URL:
-        raise RuntimeError("the unmatched resource has no URL")
-
-    def add_prefix(self, prefix: str) -> None:
-        raise RuntimeError("the unmatched resource takes no prefix")
-
-    def get_info(self) -> _InfoDict:
-        return {}
-
-    def raw_match(self, path: str) -> bool:
-        return False
-
-    def __len__(self) -> int:
-        return 0
-
-    def __iter__(self) -> Iterator[web.AbstractRoute]:
-        return iter(())
