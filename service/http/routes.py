@@ -76,7 +76,7 @@ class Endpoint:
     ok_headers: tuple[str, ...] = ()
     links: tuple[Link, ...] = ()
     public: bool = True  # False: served, but not part of the documented API
-    policy: Policy = API
+    policy: Policy = API  # token, in-flight bound and deadline, metrics and access log
     served_if: Callable[[Settings], bool] | None = None  # None: always served
     # Answers from a cache without waiting, or None: then the handler runs (pipeline.py).
     cached: Answer | None = None
