@@ -17,7 +17,7 @@ from service.http.openapi import build_document
 from service.http.routes import ENDPOINTS
 from service.observability.logs import configure_logging
 from service.seed import BATCH_DOCUMENTS, Progress, bulk_settings, seed
-from service.server.lifecycle import begin_shutdown, end_in_flight
+from service.server.lifecycle import drain
 from service.server.runner import make_runner
 from service.settings.model import Settings
 from service.storage.mongo import Mongo, PyMongoError
@@ -110,9 +110,7 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    begin_shutdown(app, settings.shutdown.drain_seconds)
-    await asyncio.sleep(settings.shutdown.drain_seconds)
-    end_in_flight(app)
+    await drain(app)
     await runner.cleanup()
 
 

@@ -16,11 +16,11 @@ from aiohttp import web
 from service.cache.responses import CACHE_STATS, RESPONSE_CACHE, CacheStats, cache_ctx
 from service.domain.cursors import create_cursors
 from service.domain.use_cases import ORDER_USE_CASES, USER_USE_CASES, OrderUseCases, UserUseCases
-from service.http.auth import TOKENS, TokenVerifier
+from service.http.auth import TokenVerifier
 from service.http.compression import COMPRESSION, Compression
 from service.http.cors import Cors
 from service.http.deadlines import DEADLINES, Deadlines, deadlines_ctx
-from service.http.handlers.openapi import OPENAPI_DOCUMENT
+from service.http.handlers.docs import OPENAPI_DOCUMENT
 from service.http.limits import IN_FLIGHT, MAX_BODY_BYTES, InFlight, parser_limits
 from service.http.openapi import build_document
 from service.http.pipeline import PIPELINE, Pipeline
@@ -84,7 +84,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app[IN_FLIGHT] = InFlight(settings.server.max_in_flight)
     app[CLIENT_ADDRESS] = ClientAddress(settings.log.trusted_proxies)
-    app[TOKENS] = TokenVerifier(settings.auth)
     app[METRICS] = metrics = create_metrics(app)
     listeners: list[CommandListener] = [DatabaseTimer(metrics)]
     app[MONGO_LISTENERS] = listeners
@@ -101,7 +100,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         metrics=metrics,
         access_log=app[ACCESS_LOG],
         client_address=app[CLIENT_ADDRESS],
-        tokens=app[TOKENS],
+        tokens=TokenVerifier(settings.auth),
         in_flight=app[IN_FLIGHT],
         compression=app[COMPRESSION],
         cors=Cors(settings.cors),

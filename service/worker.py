@@ -7,12 +7,13 @@ pod out of rotation before connections are refused.
 
 from __future__ import annotations
 
+import asyncio
 from types import FrameType
 
 from aiohttp import web
 from aiohttp.worker import GunicornUVLoopWebWorker
 
-from service.server.lifecycle import begin_shutdown, end_in_flight
+from service.server.lifecycle import drain
 from service.server.runner import make_runner
 from service.settings.model import SETTINGS
 
@@ -23,11 +24,12 @@ class Worker(GunicornUVLoopWebWorker):
     aiohttp's worker gives in-flight requests 95% of gunicorn's graceful_timeout, counted
     after our drain (and, for a handler not reading its body, as long again), so it could
     outlast gunicorn's limit and end in SIGKILL. Here requests get exactly
-    `shutdown.graceful_timeout_seconds` after the drain (`end_in_flight`), and
+    `shutdown.graceful_timeout_seconds` after the drain (`lifecycle.drain`), and
     gunicorn.conf.py sets graceful_timeout to the drain plus that plus a margin.
     """
 
     _app: web.Application | None = None
+    _draining: asyncio.Task[None] | None = None
 
     def load_wsgi(self) -> None:
         super().load_wsgi()
@@ -52,14 +54,13 @@ class Worker(GunicornUVLoopWebWorker):
         super().run()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        drain = 0.0
-        if self._app is not None:
-            drain = self._app[SETTINGS].shutdown.drain_seconds
-            begin_shutdown(self._app, drain)
-        self.loop.call_later(drain, self._stop_serving)
+        if self._draining is None:  # a second SIGTERM changes nothing
+            self._draining = self.loop.create_task(self._drain_then_stop())
 
-    def _stop_serving(self) -> None:
+    async def _drain_then_stop(self) -> None:
+        """The same drain as python -m service; then aiohttp's worker stops accepting and
+        cleans up the runner."""
         if self._app is not None:
-            end_in_flight(self._app)
+            await drain(self._app)
         self.alive = False
         self._notify_waiter_done()

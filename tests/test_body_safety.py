@@ -6,13 +6,8 @@ import pytest
 from msgspec import Struct
 
 from service.domain.errors import InvalidInput
-from service.domain.schemas import (
-    OrderCreate,
-    UserCreate,
-    UserPatch,
-    has_visible_character,
-    parse_body,
-)
+from service.domain.schemas import OrderCreate, UserCreate, UserPatch
+from service.domain.validation import has_visible_character, parse_body
 from service.storage.mongo import Mongo
 from tests.api import checked
 from tests.conftest import Client

@@ -41,7 +41,7 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.domain.cursors import Cursors
-from service.domain.schemas import INVISIBLE_NAME
+from service.domain.validation import INVISIBLE_NAME
 from service.http.openapi import build_document
 from service.http.routes import ENDPOINTS
 from service.seed import seed, seed_id

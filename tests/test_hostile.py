@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from service.domain.cursors import Cursors
-from service.domain.schemas import MAX_JSON_DEPTH
+from service.domain.validation import MAX_JSON_DEPTH
 from service.storage.mongo import Document, Mongo
 from tests.api import checked
 from tests.conftest import CURSOR_SECRET, Client, CommandRecorder

@@ -8,14 +8,8 @@ import pytest
 from msgspec import Struct
 
 from service.domain.errors import InvalidInput
-from service.domain.schemas import (
-    MAX_JSON_DEPTH,
-    OrderCreate,
-    UserCreate,
-    UserPatch,
-    nests_deeper_than,
-    parse_body,
-)
+from service.domain.schemas import OrderCreate, UserCreate, UserPatch
+from service.domain.validation import MAX_JSON_DEPTH, nests_deeper_than, parse_body
 from tests.api import DOCUMENT
 
 

@@ -39,7 +39,7 @@ class InFlight:
     def take(self) -> None:
         """Take a slot, or answer 503 at once: a fast refusal beats a queue clients leave."""
         if self.current >= self.limit:
-            raise at_capacity()
+            raise Unavailable("The service is at capacity; retry shortly.", retry_after=1)
         self.current += 1
 
 
@@ -108,7 +108,3 @@ async def receive_body(request: web.Request, seconds: float) -> None:
     except web.RequestPayloadError:
         # A body that is not what its Content-Encoding or framing says: a client error.
         raise InvalidInput("The body could not be read as sent.") from None
-
-
-def at_capacity() -> Unavailable:
-    return Unavailable("The service is at capacity; retry shortly.", retry_after=1)

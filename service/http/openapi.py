@@ -3,7 +3,7 @@
 Because routes and schemas are the same objects that serve and validate requests, the
 document cannot drift from the code; a test still checks both directions. It describes the
 service as configured: which operations need a bearer token (and so may answer 401/403)
-comes from the same TokenVerifier that enforces it.
+comes from the route's policy and the same TokenVerifier that enforces it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from service.domain.schemas import NON_EMPTY, Problem
+from service.domain.schemas import (
+    NON_EMPTY,
+    After,
+    IdempotencyKey,
+    OrderId,
+    PageLimit,
+    Problem,
+    UserId,
+)
 from service.http.auth import WRITE, TokenVerifier
+from service.http.limits import MAX_BODY_BYTES
 from service.http.preconditions import ENTITY_TAGS_PATTERN
 from service.settings.model import Settings
 
@@ -39,7 +48,7 @@ _MEANINGS = {
     409: "Conflict: the email is taken, or a request with this Idempotency-Key is running",
     412: "Precondition Failed: If-Match names no current ETag (someone else changed it); "
     "nothing changed",
-    413: "The body is over 64 KiB",
+    413: f"The body is over {MAX_BODY_BYTES // 1024} KiB",
     414: "The request line is too long",
     415: "The body is not sent as application/json",
     422: "This Idempotency-Key was used with another request",
@@ -91,19 +100,19 @@ _HEADERS: dict[str, dict[str, Any]] = {
 _PARAMETERS: dict[str, dict[str, Any]] = {
     "limit": {
         "name": "limit", "in": "query", "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+        "schema": msgspec.json.schema(PageLimit),
         "description": "page size",
     },
     "after": {
         "name": "after", "in": "query", "required": False,
         # Opaque: its `format` (per list, see _parameters) says only a `next` value is one,
         # which no pattern could say (it is signed).
-        "schema": {"type": "string", "minLength": 1},
+        "schema": msgspec.json.schema(After),
         "description": "the `next` cursor of the previous page (opaque; made-up ones get 400)",
     },
     "Idempotency-Key": {
         "name": "Idempotency-Key", "in": "header", "required": False,
-        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+        "schema": msgspec.json.schema(IdempotencyKey),
         "description": "repeat a request safely: the original response is returned",
     },
     "If-Match": {
@@ -118,6 +127,7 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
         "body; on a write it answers 412 and nothing changes",
     },
 }  # fmt: skip
+_PATH_IDS = {"user_id": UserId, "order_id": OrderId}
 # A cursor is valid only where it was issued: a users cursor is a 400 on orders.
 _CURSOR_FORMATS = {"UserPage": "user-cursor", "OrderPage": "order-cursor"}
 
@@ -133,9 +143,6 @@ def _parameters(endpoint: Endpoint) -> list[dict[str, Any]]:
     return parameters
 
 
-_PATH_EXAMPLES = {"user_id": "01ke6qvwe0mthc792r014fr2", "order_id": "01ke6qxq10shn6qryjh0s1zp"}
-
-
 def _path_parameters(path: str) -> list[dict[str, Any]]:
     names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
     return [
@@ -143,11 +150,7 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {
-                "type": "string",
-                "pattern": "^[A-Za-z0-9_-]{1,64}$",
-                "examples": [_PATH_EXAMPLES[name]],
-            },
+            "schema": msgspec.json.schema(_PATH_IDS[name]),
         }
         for name in names
     ]
@@ -199,7 +202,7 @@ def _ref(kind: type) -> dict[str, str]:
 
 
 def _operation(endpoint: Endpoint, verifier: TokenVerifier, served: set[str]) -> dict[str, Any]:
-    needed = verifier.required_scope(endpoint.method, endpoint.path)
+    needed = verifier.required_scope(endpoint.method) if endpoint.policy.token else None
     responses: dict[str, Any] = {}
     ok: dict[str, Any] = {
         "description": HTTPStatus(endpoint.ok).phrase,
@@ -237,17 +240,19 @@ def _operation(endpoint: Endpoint, verifier: TokenVerifier, served: set[str]) ->
     return operation
 
 
-def _publish_patterns(schema: Any) -> None:
-    """In place: a pattern's final `\\Z` (Python: the very end) is `$` in JSON Schema."""
+def _published(schema: Any) -> Any:
+    """A copy in which a pattern's final `\\Z` (Python: the very end) is `$`, which is
+    the very end in JSON Schema (schemas.py says why the service's patterns use `\\Z`)."""
     if isinstance(schema, dict):
-        for key, value in schema.items():
-            if key == "pattern" and isinstance(value, str) and value.endswith("\\Z"):
-                schema[key] = value.removesuffix("\\Z") + "$"
-            else:
-                _publish_patterns(value)
-    elif isinstance(schema, list):
-        for item in schema:
-            _publish_patterns(item)
+        return {
+            key: value.removesuffix("\\Z") + "$"
+            if key == "pattern" and isinstance(value, str) and value.endswith("\\Z")
+            else _published(value)
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_published(item) for item in schema]
+    return schema
 
 
 def build_document(endpoints: Iterable[Endpoint], settings: Settings) -> dict[str, Any]:
@@ -262,7 +267,6 @@ def build_document(endpoints: Iterable[Endpoint], settings: Settings) -> dict[st
     )
     for kind in NON_EMPTY & kinds:
         components[kind.__name__]["minProperties"] = 1
-    _publish_patterns(components)
     served = {operation_id(endpoint) for endpoint in documented}
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in documented:
@@ -293,4 +297,5 @@ def build_document(endpoints: Iterable[Endpoint], settings: Settings) -> dict[st
                 + ("" if verifier.protect_reads else " (reads need no token here)"),
             }
         }
-    return document
+    published: dict[str, Any] = _published(document)
+    return published

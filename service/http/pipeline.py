@@ -12,7 +12,7 @@ route's labels, metric keys and needed scope were looked up on every request. `w
 resolves those once per route (service/http/routes.py adds every route through it), and the
 pipeline is one coroutine frame around the handler: on a cache hit, every call and frame
 here is a measurable share of the request (README, Performance). What the router cannot
-match (404, 405) reaches the same pipeline through routes.UnmatchedResource.
+match (404, 405) reaches the same pipeline through unmatched.UnmatchedResource.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from time import perf_counter
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from service.domain.errors import Unavailable, render_error
+from service.domain.errors import Unavailable
 from service.http.auth import TokenVerifier, authorize
 from service.http.compression import Compression
 from service.http.cors import Cors
 from service.http.deadlines import Deadlines
 from service.http.limits import InFlight, check_head, receive_body
+from service.http.problems import render_error
 from service.http.responses import STANDARD_HEADERS, Representation
 from service.observability.logs import (
     REQUEST_ID_HEADER,
@@ -45,13 +46,26 @@ from service.observability.metrics import KNOWN_METHODS, Metrics, RequestSeries
 from service.server.connections import mark_busy
 from service.settings.model import ServerSettings
 
-# Probes and scrapes: exempt from the in-flight bound and the deadline (they carry their own
-# bounds, and must answer when the service is saturated: that is when they matter).
-_UNBOUNDED = ("/health/", "/metrics")
-_SCRAPE = "/metrics"  # neither counted nor logged: scrapes would drown the requests
 _LATE = "The request did not complete in time; retry shortly."
 # A route's answer from a cache that does not wait (a memory hit), or None when it cannot.
 Answer = Callable[[web.Request], web.StreamResponse | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What the pipeline does around a route besides running it: the route table
+    (service/http/routes.py) gives each route one, and the OpenAPI document reads it too."""
+
+    # A bearer token, when tokens are configured: the write scope for writes, the read
+    # scope for reads when `auth.reads` says so (TokenVerifier.required_scope).
+    token: bool = True
+    # Under the in-flight bound and the deadline; probes and scrapes are not: they carry
+    # their own bounds, and must answer when the service is saturated (that is when they
+    # matter).
+    bounded: bool = True
+    # Counted in metrics and written to the access log; scrapes are not: they would drown
+    # the requests.
+    observed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,31 +94,36 @@ class Pipeline:
     cors: Cors
     wrapped: set[Handler] = field(default_factory=set)  # what `wrap` returned: routes.py checks
 
-    def facts(self, method: str, route: str, path: str) -> Facts:
-        """The facts for `method` on `path` (a route template will do: the rules read only
-        its static prefix)."""
+    def facts(self, method: str, route: str, policy: Policy) -> Facts:
+        """The facts for `method` on `route` under `policy`."""
         label = method if method in KNOWN_METHODS else "OTHER"
         return Facts(
             method=label,
-            series=None if path == _SCRAPE else self.metrics.series(label, route),
-            scope=self.tokens.required_scope(method, path),
-            bounded=not path.startswith(_UNBOUNDED),
+            series=self.metrics.series(label, route) if policy.observed else None,
+            scope=self.tokens.required_scope(method) if policy.token else None,
+            bounded=policy.bounded,
         )
 
     def wrap(
-        self, handler: Handler, method: str, route: str, cached: Answer | None = None
+        self,
+        handler: Handler,
+        method: str,
+        route: str,
+        policy: Policy | Callable[[str], Policy],
+        cached: Answer | None = None,
     ) -> Handler:
         """`handler` with the pipeline around it, for `method` (`*`: any) on `route`.
 
-        A route for any method, and the unmatched one, resolve their facts per request.
-        `cached` answers first when it can: it never suspends, so it runs inside the
-        in-flight bound without a deadline of its own (nothing can overrun while the
+        `policy` is the route's, or a function of the request's path for the unmatched
+        route. A route for any method, and the unmatched one, resolve their facts per
+        request. `cached` answers first when it can: it never suspends, so it runs inside
+        the in-flight bound without a deadline of its own (nothing can overrun while the
         event loop is ours), and a cache hit skips the deadline's bookkeeping.
         """
         fixed = (
-            None
-            if method == hdrs.METH_ANY or route == UNMATCHED
-            else self.facts(method, route, route)
+            self.facts(method, route, policy)
+            if isinstance(policy, Policy) and method != hdrs.METH_ANY
+            else None
         )
         # OPTIONS is never routed, so only the router's 405 can be a preflight.
         preflights = route == UNMATCHED
@@ -113,7 +132,11 @@ class Pipeline:
         in_flight = self.in_flight
 
         async def pipelined(request: web.Request) -> web.StreamResponse:
-            facts = fixed or pipeline.facts(request.method, route, request.path)
+            facts = fixed or pipeline.facts(
+                request.method,
+                route,
+                policy if isinstance(policy, Policy) else policy(request.path),
+            )
             request_id = request_ids.of(request)
             context = request_id_var.set(request_id)
             series = facts.series

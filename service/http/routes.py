@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
-from aiohttp.web_urldispatcher import MatchInfoError, UrlMappingMatchInfo, _InfoDict
 from msgspec import Struct
-from yarl import URL
 
 from service.domain.schemas import (
     Health,
@@ -22,9 +20,10 @@ from service.domain.schemas import (
     UserPatch,
     UserWithOrders,
 )
-from service.http.handlers import docs, health, openapi, orders, users
+from service.http.handlers import docs, health, orders, users
 from service.http.limits import expect_continue
-from service.http.pipeline import PIPELINE, Answer
+from service.http.pipeline import PIPELINE, Answer, Policy
+from service.http.unmatched import UnmatchedPolicy, UnmatchedResource, refuse
 from service.observability.logs import UNMATCHED
 from service.observability.metrics import metrics_handler
 from service.settings.model import SETTINGS, Settings
@@ -53,6 +52,13 @@ def _metrics_on_api_port(settings: Settings) -> bool:
     return settings.metrics.port == 0
 
 
+# What the pipeline does around each route (pipeline.Policy says what each flag means).
+API = Policy()
+PUBLIC = Policy(token=False)  # the published contract and its page
+PROBE = Policy(token=False, bounded=False)
+SCRAPE = Policy(token=False, bounded=False, observed=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     method: str
@@ -70,6 +76,7 @@ class Endpoint:
     ok_headers: tuple[str, ...] = ()
     links: tuple[Link, ...] = ()
     public: bool = True  # False: served, but not part of the documented API
+    policy: Policy = API  # token, in-flight bound and deadline, metrics and access log
     served_if: Callable[[Settings], bool] | None = None  # None: always served
     # Answers from a cache without waiting, or None: then the handler runs (pipeline.py).
     cached: Answer | None = None
@@ -115,16 +122,19 @@ ENDPOINTS = (
              headers=("If-None-Match",), errors=(304, 404), ok_headers=("ETag",),
              cached=orders.cached_order,
              links=(link("get_user", users.get_user, user_id="$response.body#/user_id"),)),
-    Endpoint("GET", "/health/live", health.live, "Liveness: the process answers", 200, Health),
+    Endpoint("GET", "/health/live", health.live, "Liveness: the process answers", 200, Health,
+             policy=PROBE),
     Endpoint("GET", "/health/ready", health.ready,
-             "Readiness: the database answers and shutdown has not begun", 200, Health),
-    Endpoint("GET", "/openapi.json", openapi.document, "This document", public=False),
+             "Readiness: the database answers and shutdown has not begun", 200, Health,
+             policy=PROBE),
+    Endpoint("GET", "/openapi.json", docs.document, "This document", public=False,
+             policy=PUBLIC),
     Endpoint("GET", "/docs", docs.page, "Swagger UI for this document", public=False,
-             served_if=_docs_enabled),
+             policy=PUBLIC, served_if=_docs_enabled),
     Endpoint("GET", "/docs/{asset}", docs.asset, "Swagger UI's files", public=False,
-             served_if=_docs_enabled),
+             policy=PUBLIC, served_if=_docs_enabled),
     Endpoint("GET", "/metrics", metrics_handler, "Prometheus metrics", public=False,
-             served_if=_metrics_on_api_port),
+             policy=SCRAPE, served_if=_metrics_on_api_port),
 )  # fmt: skip
 
 
@@ -138,19 +148,31 @@ def setup_routes(app: web.Application) -> None:
     for endpoint in ENDPOINTS:
         if endpoint.served_if is not None and not endpoint.served_if(settings):
             continue  # e.g. /metrics on its own port (metrics_server_ctx), /docs turned off
-        add_route(app, endpoint.method, endpoint.path, endpoint.handler, endpoint.cached)
-    pipeline = app[PIPELINE]
-    app.router.register_resource(
-        UnmatchedResource(app.router, pipeline.wrap(_refuse, hdrs.METH_ANY, UNMATCHED))
-    )
+        add_route(
+            app,
+            endpoint.method,
+            endpoint.path,
+            endpoint.handler,
+            policy=endpoint.policy,
+            cached=endpoint.cached,
+        )
+    policy = UnmatchedPolicy([(endpoint.path, endpoint.policy) for endpoint in ENDPOINTS])
+    pipelined = app[PIPELINE].wrap(refuse, hdrs.METH_ANY, UNMATCHED, policy)
+    app.router.register_resource(UnmatchedResource(app.router, pipelined))
     app.on_startup.append(_check_routes)
 
 
 def add_route(
-    app: web.Application, method: str, path: str, handler: Handler, cached: Answer | None = None
+    app: web.Application,
+    method: str,
+    path: str,
+    handler: Handler,
+    *,
+    policy: Policy = API,
+    cached: Answer | None = None,
 ) -> None:
-    """Serve `handler` for `method` (`*`: any) on `path`, inside the pipeline (`cached`:
-    see Endpoint).
+    """Serve `handler` for `method` (`*`: any) on `path`, inside the pipeline, under
+    `policy` (`cached`: see Endpoint).
 
     A GET also answers HEAD (RFC 9110 §9.1) with the same handler, so the two cannot
     disagree; aiohttp sends the headers, Content-Length included, and drops the body.
@@ -164,7 +186,7 @@ def add_route(
     route = resource.canonical
     methods = (method, hdrs.METH_HEAD) if method == hdrs.METH_GET else (method,)
     for each in methods:
-        wrapped = pipeline.wrap(handler, each, route, cached)
+        wrapped = pipeline.wrap(handler, each, route, policy, cached)
         resource.add_route(each, wrapped, expect_handler=expect_continue)
 
 
@@ -175,72 +197,3 @@ async def _check_routes(app: web.Application) -> None:
     for route in app.router.routes():
         if route.handler not in wrapped:
             raise RuntimeError(f"{route.method} {route.resource}: add routes with routes.add_route")
-
-
-async def _refuse(request: web.Request) -> web.StreamResponse:
-    """What the router could not match: its 404, or its 405 with Allow."""
-    error = request.match_info.http_exception
-    assert error is not None  # only UnmatchedResource routes here
-    raise error
-
-
-class _Unmatched(MatchInfoError):
-    """The router's 404 or 405, answered by the pipeline instead of bare aiohttp."""
-
-    __slots__ = ("_pipelined",)
-
-    def __init__(self, error: web.HTTPException, pipelined: Handler) -> None:
-        super().__init__(error)
-        self._pipelined = pipelined
-
-    @property
-    def handler(self) -> Handler:
-        return self._pipelined
-
-
-class UnmatchedResource(web.AbstractResource):
-    """The router's last candidate for every path: it takes what nothing else matched.
-
-    Indexed under `/`, which the router tries after every longer prefix. It answers with
-    the 404 or 405 the router would have made (asking the other resources which methods
-    the path allows), through the pipeline, so unknown URLs get problem+json, request ids,
-    metrics under `<unmatched>` and the access log like everything else.
-    """
-
-    def __init__(self, router: web.UrlDispatcher, pipelined: Handler) -> None:
-        super().__init__()
-        self._router = router
-        self._pipelined = pipelined
-
-    @property
-    def canonical(self) -> str:
-        return "/"
-
-    async def resolve(self, request: web.Request) -> tuple[UrlMappingMatchInfo | None, set[str]]:
-        allowed: set[str] = set()
-        for resource in self._router.resources():
-            if resource is not self:
-                allowed |= (await resource.resolve(request))[1]
-        if allowed:
-            error: web.HTTPException = web.HTTPMethodNotAllowed(request.method, allowed)
-        else:
-            error = web.HTTPNotFound()
-        return _Unmatched(error, self._pipelined), allowed
-
-    def url_for(self, **kwargs: str) -> URL:
-        raise RuntimeError("the unmatched resource has no URL")
-
-    def add_prefix(self, prefix: str) -> None:
-        raise RuntimeError("the unmatched resource takes no prefix")
-
-    def get_info(self) -> _InfoDict:
-        return {}
-
-    def raw_match(self, path: str) -> bool:
-        return False
-
-    def __len__(self) -> int:
-        return 0
-
-    def __iter__(self) -> Iterator[web.AbstractRoute]:
-        return iter(())

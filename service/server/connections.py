@@ -2,7 +2,7 @@
 and the answers aiohttp's HTTP parser gives before any middleware could.
 
 Both servers (`python -m service` and gunicorn's worker) build their runner with
-`service.serving.make_runner`, so the bounds are the same under both. Its connections are
+`service.server.runner.make_runner`, so the bounds are the same under both. Its connections are
 aiohttp's `RequestHandler` plus:
 
 - a cap (`server.max_connections`): at the cap, a new connection closes the one that has
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import http_exceptions, web
 from aiohttp.web_request import BaseRequest
 
-from service.domain.errors import problem_response
+from service.http.problems import problem_response
 from service.observability.logs import REQUEST_ID_HEADER, UNMATCHED
 from service.settings.model import ServerSettings
 

@@ -43,6 +43,6 @@ def make_runner(app: web.Application, **kwargs: Any) -> ServiceRunner:
         app,
         keepalive_timeout=settings.server.keepalive_timeout_seconds,
         access_log=None,  # the service writes its own structured access log
-        shutdown_timeout=settings.shutdown.graceful_timeout_seconds + 1,  # see end_in_flight
+        shutdown_timeout=settings.shutdown.graceful_timeout_seconds + 1,  # see lifecycle.drain
         **kwargs,
     )

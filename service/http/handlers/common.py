@@ -12,14 +12,19 @@ from service.cache.responses import Cached
 from service.domain.errors import InvalidInput, NotFound, UnsupportedMediaType
 from service.domain.ids import is_valid_path_id
 from service.domain.representation import ANY_TAG
-from service.domain.schemas import parse_body
+from service.domain.schemas import (
+    DEFAULT_PAGE_LIMIT,
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_PAGE_LIMIT,
+    MIN_PAGE_LIMIT,
+)
+from service.domain.validation import parse_body
 from service.http.compression import COMPRESSION, coded_tag
 from service.http.preconditions import if_none_match
 
 T = TypeVar("T", bound=Struct)
-DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 _PAGE_PARAMETERS = frozenset({"limit", "after"})
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
 def path_id(request: web.Request, name: str) -> str:
@@ -61,12 +66,13 @@ def page_params(request: web.Request) -> tuple[int, str | None]:
     if errors:
         raise InvalidInput("Page with `limit` and `after` alone, each at most once.", errors=errors)
     raw = request.query.get("limit")
-    limit = DEFAULT_LIMIT
+    limit = DEFAULT_PAGE_LIMIT
     if raw is not None:
-        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        low, high = MIN_PAGE_LIMIT, MAX_PAGE_LIMIT
+        if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
             raise InvalidInput(
-                f"`limit` must be an integer from 1 to {MAX_LIMIT}.",
-                errors=[{"pointer": "limit", "detail": f"expected 1-{MAX_LIMIT}"}],
+                f"`limit` must be an integer from {low} to {high}.",
+                errors=[{"pointer": "limit", "detail": f"expected {low}-{high}"}],
             )
         limit = int(raw)
     after = request.query.get("after")

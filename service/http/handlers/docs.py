@@ -1,4 +1,5 @@
-"""GET /docs: Swagger UI for /openapi.json, every file served by the service itself.
+"""GET /openapi.json, the document built once at start-up from the route table; and GET
+/docs, Swagger UI for it, every file served by the service itself.
 
 The Swagger UI files come from the pinned `swagger-ui-bundle-v2` wheel (its version is the
 Swagger UI version), so the page works without the internet and changes only when the pin
@@ -14,6 +15,9 @@ from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
 
 from service.domain.errors import NotFound
+from service.http.responses import raw_json_response
+
+OPENAPI_DOCUMENT = web.AppKey("openapi_document", bytes)
 
 # URLs are relative, so the page also works behind a proxy that adds a path prefix.
 _PAGE = b"""<!doctype html>
@@ -55,6 +59,10 @@ _POLICY = (
     "frame-ancestors 'none'"
 )
 _REVALIDATE = {"Cache-Control": "no-cache"}  # cheap 304s, and a new pin shows at once
+
+
+async def document(request: web.Request) -> web.Response:
+    return raw_json_response(request.app[OPENAPI_DOCUMENT])
 
 
 async def page(request: web.Request) -> web.Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.background import within
-from service.domain.errors import problem_response
+from service.http.problems import problem_response
 from service.http.responses import json_response
 from service.server.lifecycle import LIFECYCLE
 from service.settings.model import SETTINGS
