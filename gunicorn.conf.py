@@ -12,7 +12,7 @@ from typing import Any
 
 from service.app import settings_or_exit
 from service.domain.cursors import new_cursor_secret
-from service.observability.metrics import claim_directory, release_directory, retire_worker
+from service.observability.samples import claim_directory, release_directory, retire_worker
 from service.settings.model import ConfigError, check_worker_cache, gunicorn_workers
 
 _settings = settings_or_exit()

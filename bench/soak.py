@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from bench.harness import (
     HOT_SET,
-    RESULTS,
     machine,
     memory_mb,
     publish,
@@ -27,16 +25,6 @@ from bench.harness import (
 )
 
 RSS_GROWTH_LIMIT = 0.10
-
-
-def _keep_server_log(log: Path) -> None:
-    """Keep what the server said besides access lines (and any 5xx access line)."""
-    kept = [
-        line
-        for line in log.read_text(errors="replace").splitlines()
-        if '"logger":"service.access"' not in line or '"status":5' in line
-    ]
-    (RESULTS / "soak-server.log").write_text("\n".join(kept) + "\n")
 
 
 def main() -> int:
@@ -71,7 +59,6 @@ def main() -> int:
             replaced = worker_pids(process.pid) != pids
         finally:
             stop(process)
-            _keep_server_log(servers.log)
     end_rss = samples[-1]["rss_mb"]
     growth = (end_rss - start_rss) / start_rss
     errors = int(sum(s["errors"] for s in samples))
@@ -101,7 +88,7 @@ def main() -> int:
         text += "\n\nNon-2xx answers: " + ", ".join(
             f"{n} x {c}" for c, n in sorted(statuses.items())
         )
-        text += " (the server's warnings and errors: bench/results/soak-server.log)."
+        text += " (the server's warnings and errors: bench/results/soak-servers.log)."
     data = {"machine": machine(), "samples": samples, "start_rss_mb": start_rss}
     publish("soak", data, text, readme=args.update_readme)
     return 0 if passed else 1

@@ -15,7 +15,7 @@ from aiohttp import web
 from service.app import create_app, settings_or_exit
 from service.http.openapi import build_document
 from service.http.routes import ENDPOINTS
-from service.observability.logs import configure_logging
+from service.observability.logging_setup import configure_logging
 from service.seed import BATCH_DOCUMENTS, Progress, bulk_settings, seed
 from service.server.lifecycle import drain
 from service.server.runner import make_runner

@@ -25,22 +25,13 @@ from service.http.limits import IN_FLIGHT, MAX_BODY_BYTES, InFlight, parser_limi
 from service.http.openapi import build_document
 from service.http.pipeline import PIPELINE, Pipeline
 from service.http.routes import ENDPOINTS, setup_routes
-from service.observability.logs import (
-    ACCESS_LOG,
-    CLIENT_ADDRESS,
-    AccessLog,
-    ClientAddress,
-    RequestIds,
-    access_log_ctx,
-    configure_logging,
-)
-from service.observability.metrics import (
-    METRICS,
-    DatabaseTimer,
-    create_metrics,
-    metrics_ctx,
-    metrics_server_ctx,
-)
+from service.observability.access_log import ACCESS_LOG, AccessLog, access_log_ctx
+from service.observability.client_address import CLIENT_ADDRESS, ClientAddress
+from service.observability.database_timer import DatabaseTimer
+from service.observability.logging_setup import configure_logging
+from service.observability.metrics import METRICS, create_metrics, metrics_ctx
+from service.observability.request_ids import RequestIds
+from service.observability.scrape import metrics_server_ctx
 from service.server.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects
 from service.settings.model import SETTINGS, ConfigError, Settings, load_settings
 from service.storage.mongo import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx

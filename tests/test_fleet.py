@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.fleet import Fleet, rollout_budget
-from service.observability.metrics import LATENCY_BUCKETS
+from service.observability.metric_specs import LATENCY_BUCKETS
 from tests.conftest import require_command
 from tests.servers import MongoServer, RedisServer
 

@@ -18,7 +18,9 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
-from service.observability.metrics import SPECS, Metrics
+from service.observability.metric_specs import SPECS
+from service.observability.metrics import Metrics
+from service.observability.scrape import exposition
 from tests.conftest import Client, require_command
 from tests.servers import MongoServer, RedisServer, ServerProcess, free_port, wait_for_port
 from tests.test_observability import _both_workers_published, _gunicorn, _worker_pids, parse
@@ -74,7 +76,7 @@ def test_histograms_are_cumulative_and_whole() -> None:
         metrics.request_started("GET", "/x")
         metrics.request_finished("GET", "/x", 200, seconds)
     metrics.db_operation("find", "ok", 10.0)
-    text = metrics.render([])[0].decode()
+    text = exposition(metrics, [])[0].decode()
     assert histogram_problems(text) == []
     samples = {(name, labels.get("le")): value for name, labels, value in parse(text)
                if labels.get("route") == "/x"}  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from service.observability.metrics import SPECS
+from service.observability.metric_specs import SPECS
 from service.settings.model import load_settings
 from tests.conftest import require_command
 

@@ -21,7 +21,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from service.app import create_app
-from service.observability.logs import ACCESS_LOG, RequestIds
+from service.observability.access_log import ACCESS_LOG
+from service.observability.request_ids import RequestIds
 from service.settings.model import Settings, load_settings
 from tests.api import checked
 from tests.conftest import AiohttpClient, Client

@@ -34,15 +34,11 @@ from service.http.deadlines import Deadlines
 from service.http.limits import InFlight, check_head, receive_body
 from service.http.problems import render_error
 from service.http.responses import STANDARD_HEADERS, Representation
-from service.observability.logs import (
-    REQUEST_ID_HEADER,
-    UNMATCHED,
-    AccessLog,
-    ClientAddress,
-    RequestIds,
-    request_id_var,
-)
-from service.observability.metrics import KNOWN_METHODS, Metrics, RequestSeries
+from service.observability.access_log import AccessLog
+from service.observability.client_address import ClientAddress
+from service.observability.metric_specs import KNOWN_METHODS, UNMATCHED
+from service.observability.metrics import Metrics, RequestSeries
+from service.observability.request_ids import REQUEST_ID_HEADER, RequestIds, request_id_var
 from service.server.connections import mark_busy
 from service.settings.model import ServerSettings
 

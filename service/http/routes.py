@@ -24,8 +24,8 @@ from service.http.handlers import docs, health, orders, users
 from service.http.limits import expect_continue
 from service.http.pipeline import PIPELINE, Answer, Policy
 from service.http.unmatched import UnmatchedPolicy, UnmatchedResource, refuse
-from service.observability.logs import UNMATCHED
-from service.observability.metrics import metrics_handler
+from service.observability.metric_specs import UNMATCHED
+from service.observability.scrape import metrics_handler
 from service.settings.model import SETTINGS, Settings
 
 

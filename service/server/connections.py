@@ -31,7 +31,8 @@ from aiohttp import http_exceptions, web
 from aiohttp.web_request import BaseRequest
 
 from service.http.problems import problem_response
-from service.observability.logs import REQUEST_ID_HEADER, UNMATCHED
+from service.observability.metric_specs import UNMATCHED
+from service.observability.request_ids import REQUEST_ID_HEADER
 from service.settings.model import ServerSettings
 
 if TYPE_CHECKING:  # the pipeline calls mark_busy: a runtime import would be a cycle
