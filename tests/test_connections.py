@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from service.server.connections import ConnectionGuard, connection_cap
+from service.server.guard import ConnectionGuard, connection_cap
 from service.settings.model import ConfigError, Settings, load_settings
 from tests.rawhttp import Reader, Service, closed_within, connect, exchange, running_service
 from tests.servers import MongoServer

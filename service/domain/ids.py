@@ -12,7 +12,9 @@ import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 ID_LENGTH = 24
-_PATH_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# The path rule, in one place: schemas.py publishes it as the ids' pattern in OpenAPI.
+PATH_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}\Z"
+_PATH_ID = re.compile(PATH_ID_PATTERN)
 
 
 def _encode(number: int, length: int) -> str:
@@ -30,4 +32,4 @@ def new_id(now_ms: int | None = None) -> str:
 
 def is_valid_path_id(value: str) -> bool:
     """Whether a path segment could be an id at all; anything else is a 404 without a query."""
-    return _PATH_ID.fullmatch(value) is not None
+    return _PATH_ID.match(value) is not None

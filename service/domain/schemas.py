@@ -8,6 +8,8 @@ from typing import Annotated
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from service.domain.ids import PATH_ID_PATTERN
+
 # Patterns end in \Z, not $: in Python, $ also matches before a final newline, so
 # "USD\n" passed as a currency and "a@example.com\n" as a second, distinct email.
 # openapi.py publishes them with $, which in a JSON Schema pattern means the very end.
@@ -79,10 +81,9 @@ Timestamp = Annotated[
         extra_json_schema={"format": "date-time"},
     ),
 ]
-_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}\Z"
-UserId = Annotated[str, Meta(pattern=_ID_PATTERN, examples=["01ke6qvwe0mthc792r014fr2"])]
-OrderId = Annotated[str, Meta(pattern=_ID_PATTERN, examples=["01ke6qxq10shn6qryjh0s1zp"])]
-Id = Annotated[str, Meta(pattern=_ID_PATTERN)]
+UserId = Annotated[str, Meta(pattern=PATH_ID_PATTERN, examples=["01ke6qvwe0mthc792r014fr2"])]
+OrderId = Annotated[str, Meta(pattern=PATH_ID_PATTERN, examples=["01ke6qxq10shn6qryjh0s1zp"])]
+Id = Annotated[str, Meta(pattern=PATH_ID_PATTERN)]
 # Query and header parameters: the handlers check them (service/http/handlers/common.py)
 # and the OpenAPI document publishes these same definitions.
 MIN_PAGE_LIMIT, MAX_PAGE_LIMIT, DEFAULT_PAGE_LIMIT = 1, 100, 20

@@ -3,8 +3,8 @@
 request id → metrics and access log → error rendering → compression and CORS headers →
 head limits → CORS preflight → authentication → the body, read under its timeout →
 in-flight bound → the route's cached answer, or else the deadline → handler. Each concern
-lives in its own module (logs, metrics, errors, compression, cors, limits, auth, deadlines);
-this module only sequences them.
+lives in its own module (request_ids, metrics, access_log, problems, compression, cors,
+limits, auth, deadlines); this module only sequences them.
 
 It is not an aiohttp middleware. An app with middlewares also gets aiohttp's own
 `_fix_request_current_app` layer, so that was two coroutine frames per request, and the

@@ -13,7 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from service.http.pipeline import PIPELINE
-from service.server.connections import ConnectionGuard, ConnectionServer, connection_cap
+from service.server.connections import ConnectionServer
+from service.server.guard import ConnectionGuard, connection_cap
 from service.settings.model import SETTINGS
 
 
