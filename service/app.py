@@ -41,7 +41,8 @@ from service.observability.metrics import (
     metrics_server_ctx,
 )
 from service.server.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects
-from service.settings.model import SETTINGS, ConfigError, Settings, load_settings
+from service.settings.loading import load_settings
+from service.settings.model import SETTINGS, ConfigError, Settings
 from service.storage.mongo import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
 from service.storage.retry import DEADLINES, RETRY_POLICY, Deadlines, deadlines_ctx, retry_policy
 

@@ -26,13 +26,9 @@ from service.cache.responses import (
     ResponseCache,
     create_backend,
 )
-from service.settings.model import (
-    CacheBackend,
-    ConfigError,
-    Settings,
-    check_worker_cache,
-    load_settings,
-)
+from service.settings.checks import check_worker_cache
+from service.settings.loading import load_settings
+from service.settings.model import CacheBackend, ConfigError, Settings
 from service.storage.mongo import MONGO_LISTENERS
 from tests.conftest import AiohttpClient, Client, CommandRecorder, ready_client
 from tests.servers import RedisServer, free_port, wait_for_port

@@ -19,7 +19,8 @@ from service.cache.responses import (
     MemoryBackend,
     ResponseCache,
 )
-from service.settings.model import Settings, load_settings
+from service.settings.loading import load_settings
+from service.settings.model import Settings
 from service.storage.mongo import MONGO_LISTENERS
 from tests.conftest import AiohttpClient, Client, CommandRecorder, ready_client
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.settings.model import ConfigError, default_config_dir, load_settings, redact_url
+from service.settings.loading import default_config_dir, load_settings
+from service.settings.model import ConfigError, redact_url
 
 PRODUCTION = {
     "SERVICE_ENV": "production",

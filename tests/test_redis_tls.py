@@ -24,7 +24,8 @@ from aiohttp import web
 
 from service.app import create_app
 from service.cache.responses import CACHE_STATS
-from service.settings.model import ConfigError, load_settings
+from service.settings.loading import load_settings
+from service.settings.model import ConfigError
 from tests.conftest import AiohttpClient, Client, ready_client, require_command
 from tests.servers import RedisServer, free_port
 
