@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator
 import orjson
 from aiohttp import web
 
-from service.cache.responses import CACHE_STATS, RESPONSE_CACHE, CacheStats, cache_ctx
+from service.cache.backends import cache_ctx
+from service.cache.responses import RESPONSE_CACHE
+from service.cache.stats import CACHE_STATS, CacheStats
 from service.domain.cursors import create_cursors
 from service.domain.use_cases import REPOSITORY, Repository
 from service.http.auth import TOKENS, TokenVerifier

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from service.app import create_app
-from service.cache.responses import CACHE_STATS
+from service.cache.stats import CACHE_STATS
 from service.settings.loading import load_settings
 from service.settings.model import ConfigError
 from tests.conftest import AiohttpClient, Client, ready_client, require_command
