@@ -79,6 +79,30 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
+class _FailSoft:
+    """Runs backend calls so that a failing cache is a miss, never a 5xx: each failure is
+    counted, a warning logged at most every WARN_EVERY_SECONDS, and the call returns None."""
+
+    def __init__(self, stats: CacheStats) -> None:
+        self._stats = stats
+        self._last_warning = 0.0
+
+    async def __call__(self, kind: str, operation: Awaitable[Any]) -> Any:
+        """The call's result (True for None), or None when the backend failed."""
+        try:
+            result = await operation
+        except BACKEND_ERRORS as error:
+            self._stats.count(kind, ERROR)
+            now = time.monotonic()
+            if now - self._last_warning >= WARN_EVERY_SECONDS:
+                self._last_warning = now
+                log.warning(
+                    "cache unavailable (%s); serving from the database", type(error).__name__
+                )
+            return None
+        return True if result is None else result
+
+
 class ResponseCache:
     """Read-through caching of rendered responses, with single-flight misses."""
 
@@ -92,7 +116,7 @@ class ResponseCache:
         # Keyed by (key, token): a load started under an older token may predate a write.
         self._flights: dict[tuple[str, str], asyncio.Future[Cached]] = {}
         self._undelivered: set[str] = set()
-        self._last_warning = 0.0
+        self._call = _FailSoft(stats)
 
     def key(self, kind: str, ident: str) -> str:
         return f"{self._prefix}:{kind}:{ident}"
@@ -165,21 +189,6 @@ class ResponseCache:
             self._undelivered.difference_update(pending)
             return True
         return False
-
-    async def _call(self, kind: str, operation: Awaitable[Any]) -> Any:
-        """Run one backend call within the timeout; on failure count, warn (rarely), return None."""
-        try:
-            result = await operation
-        except BACKEND_ERRORS as error:  # a failing cache degrades to a miss, never a 5xx
-            self.stats.count(kind, ERROR)
-            now = time.monotonic()
-            if now - self._last_warning >= WARN_EVERY_SECONDS:
-                self._last_warning = now
-                log.warning(
-                    "cache unavailable (%s); serving from the database", type(error).__name__
-                )
-            return None
-        return True if result is None else result
 
     async def close(self) -> None:
         await self._backend.close()
