@@ -196,3 +196,14 @@ def test_a_missing_key_names_the_file_to_set_it_in(tmp_path: Path) -> None:
     assert (
         str(caught.value) == "cache.ttl_seconds: missing (set it in service/settings/default.toml)"
     )
+
+
+def test_a_malformed_secret_is_never_echoed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"REDIS_URL": "  ", "CACHE_BACKEND": "redis"})
+    assert str(caught.value) == "REDIS_URL: expected a non-empty string (value not shown)"
+    directory = _config_dir_with(tmp_path, "[paging]\ncursor_secret = 80061234567890\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, config_dir=directory)
+    assert "80061234567890" not in str(caught.value)
+    assert str(caught.value).startswith("paging.cursor_secret: expected")

@@ -10,10 +10,12 @@ msgspec decodes every value: strictly from TOML, which has real numbers (a quote
 mistake there), and in its lax mode from the environment, whose values are all strings.
 What stays hand-written here, and why:
 - the wording of errors: msgspec's name a `$.path` and a type; ours name the environment
-  variable or the key that was actually read, quote the value as given, and are one line;
+  variable or the key that was actually read and quote the value given (never a secret);
 - unknown keys are refused per file, so the message names the file;
 - blanks are trimmed, comma-separated lists split, and yes/no/on/off read as booleans
   (msgspec's lax mode takes only true/false/1/0), as settings were read before msgspec.
+Numbers from the environment follow msgspec's lax grammar: "8e3" is 8000 and "1_000" is
+refused (Python's int() read them the other way round); NaN is out of every range.
 """
 
 from __future__ import annotations
@@ -110,18 +112,19 @@ def _decode_section(
             label, raw, from_env = name, values[f.name], False
         else:
             raise ConfigError(f"{name}: missing (set it in service/settings/default.toml)")
-        decoded[f.name] = _decode(label, hints[f.name], raw, from_env)
+        decoded[f.name] = _decode(label, hints[f.name], raw, from_env, secret=not f.repr)
     return kind(**decoded)
 
 
-def _decode(label: str, hint: Any, raw: Any, from_env: bool) -> Any:
+def _decode(label: str, hint: Any, raw: Any, from_env: bool, *, secret: bool) -> Any:
     kind = _unannotated(hint)
     # Booleans were always read leniently, from TOML too ("yes", 1): msgspec's lax mode.
     strict = not from_env and kind is not bool
     try:
         return msgspec.convert(_tidy(kind, raw, from_env), hint, strict=strict)
     except msgspec.ValidationError as error:
-        raise ConfigError(_explain(label, hint, raw, error)) from None
+        given = " (value not shown)" if secret else f", got {raw!r}"
+        raise ConfigError(_explain(label, hint, given, error)) from None
 
 
 def _tidy(kind: Any, raw: Any, from_env: bool) -> Any:
@@ -143,23 +146,23 @@ def _tidy(kind: Any, raw: Any, from_env: bool) -> Any:
     return text
 
 
-def _explain(label: str, hint: Any, raw: Any, error: msgspec.ValidationError) -> str:
-    """Today's one-line wording for msgspec's error: what was expected, and the value given."""
+def _explain(label: str, hint: Any, given: str, error: msgspec.ValidationError) -> str:
+    """msgspec's error in the service's one-line wording: what was expected, what was given."""
     kind = _unannotated(hint)
     if get_origin(kind) is Literal:
-        return f"{label}: expected one of {', '.join(get_args(kind))}, got {raw!r}"
+        return f"{label}: expected one of {', '.join(get_args(kind))}{given}"
     if get_origin(kind) is tuple:
         return f"{label}: expected a list of strings"
     if kind is bool:
-        return f"{label}: expected true or false, got {raw!r}"
+        return f"{label}: expected true or false{given}"
     if kind is str:
-        return f"{label}: expected a non-empty string, got {raw!r}"
+        return f"{label}: expected a non-empty string{given}"
     noun = "an integer" if kind is int else "a number"
     # msgspec says "Expected `int` >= 1" (or <=) when only the range was wrong.
     if get_origin(hint) is Annotated and (" >= " in str(error) or " <= " in str(error)):
         meta = next(arg for arg in get_args(hint)[1:] if isinstance(arg, msgspec.Meta))
-        return f"{label}: expected {noun} from {meta.ge:g} to {meta.le:g}, got {raw!r}"
-    return f"{label}: expected {noun}, got {raw!r}"
+        return f"{label}: expected {noun} from {meta.ge:g} to {meta.le:g}{given}"
+    return f"{label}: expected {noun}{given}"
 
 
 def _unannotated(hint: Any) -> Any:
