@@ -87,7 +87,7 @@ class _FailSoft:
         self._stats = stats
         self._last_warning = 0.0
 
-    async def __call__(self, kind: str, operation: Awaitable[Any]) -> Any:
+    async def run(self, kind: str, operation: Awaitable[Any]) -> Any:
         """The call's result (True for None), or None when the backend failed."""
         try:
             result = await operation
@@ -116,7 +116,7 @@ class ResponseCache:
         # Keyed by (key, token): a load started under an older token may predate a write.
         self._flights: dict[tuple[str, str], asyncio.Future[Cached]] = {}
         self._undelivered: set[str] = set()
-        self._call = _FailSoft(stats)
+        self._call = _FailSoft(stats).run
 
     def key(self, kind: str, ident: str) -> str:
         return f"{self._prefix}:{kind}:{ident}"
