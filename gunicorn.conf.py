@@ -13,7 +13,8 @@ from typing import Any
 from service.app import settings_or_exit
 from service.domain.cursors import new_cursor_secret
 from service.observability.samples import claim_directory, release_directory, retire_worker
-from service.settings.model import ConfigError, check_worker_cache, gunicorn_workers
+from service.settings.checks import check_worker_cache
+from service.settings.model import ConfigError, gunicorn_workers
 
 _settings = settings_or_exit()
 if not _settings.paging.cursor_secret:

@@ -41,7 +41,7 @@ from bench.harness import (
 )
 from bench.summary import Result, Row, summarise
 from service.seed import seed_id
-from service.settings.model import load_settings
+from service.settings.loading import load_settings
 from tests.servers import free_port
 
 

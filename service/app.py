@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator
 import orjson
 from aiohttp import web
 
-from service.cache.responses import CACHE_STATS, RESPONSE_CACHE, CacheStats, cache_ctx
+from service.cache.backends import cache_ctx
+from service.cache.responses import RESPONSE_CACHE
+from service.cache.stats import CACHE_STATS, CacheStats
 from service.domain.cursors import create_cursors
 from service.domain.use_cases import ORDER_USE_CASES, USER_USE_CASES, OrderUseCases, UserUseCases
 from service.http.auth import TokenVerifier
@@ -33,7 +35,8 @@ from service.observability.metrics import METRICS, create_metrics, metrics_ctx
 from service.observability.request_ids import RequestIds
 from service.observability.scrape import metrics_server_ctx
 from service.server.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects
-from service.settings.model import SETTINGS, ConfigError, Settings, load_settings
+from service.settings.loading import load_settings
+from service.settings.model import SETTINGS, ConfigError, Settings
 from service.storage.mongo import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
 from service.storage.orders import OrderQueries
 from service.storage.retry import RETRY_POLICY, retry_policy

@@ -10,7 +10,7 @@ from aiohttp import ClientResponse
 
 from service.http.openapi import build_document
 from service.http.routes import ENDPOINTS
-from service.settings.model import load_settings
+from service.settings.loading import load_settings
 
 # The document of the test configuration (no tokens, so no 401/403): what the app serves.
 DOCUMENT = build_document(ENDPOINTS, load_settings({"SERVICE_ENV": "test"}))

@@ -20,7 +20,8 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from pymongo import monitoring
 
 from service.app import create_app
-from service.settings.model import MongoDriver, Settings, load_settings
+from service.settings.loading import load_settings
+from service.settings.model import MongoDriver, Settings
 from service.storage.mongo import MONGO, MONGO_LISTENERS, Mongo
 from tests.servers import MongoServer, RedisServer, in_ci, redis_server_binary
 

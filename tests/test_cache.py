@@ -19,20 +19,12 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from service.app import create_app
-from service.cache.responses import (
-    CACHE_STATS,
-    Cached,
-    CacheStats,
-    ResponseCache,
-    create_backend,
-)
-from service.settings.model import (
-    CacheBackend,
-    ConfigError,
-    Settings,
-    check_worker_cache,
-    load_settings,
-)
+from service.cache.backends import create_backend
+from service.cache.responses import Cached, ResponseCache
+from service.cache.stats import CACHE_STATS, CacheStats
+from service.settings.checks import check_worker_cache
+from service.settings.loading import load_settings
+from service.settings.model import CacheBackend, ConfigError, Settings
 from service.storage.mongo import MONGO_LISTENERS
 from tests.conftest import AiohttpClient, Client, CommandRecorder, ready_client
 from tests.servers import RedisServer, free_port, wait_for_port

@@ -9,17 +9,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from service.app import create_app
-from service.cache.responses import (
-    CACHE_STATS,
-    ENTRY_OVERHEAD_BYTES,
-    EVICTION,
-    RESPONSE_CACHE,
-    Cached,
-    CacheStats,
-    MemoryBackend,
-    ResponseCache,
-)
-from service.settings.model import Settings, load_settings
+from service.cache.memory import ENTRY_OVERHEAD_BYTES, MemoryBackend
+from service.cache.responses import RESPONSE_CACHE, Cached, ResponseCache
+from service.cache.stats import CACHE_STATS, EVICTION, CacheStats
+from service.settings.loading import load_settings
+from service.settings.model import Settings
 from service.storage.mongo import MONGO_LISTENERS
 from tests.conftest import AiohttpClient, Client, CommandRecorder, ready_client
 

@@ -12,8 +12,11 @@ import uuid
 
 import pytest
 
-from service.cache.responses import Cached, CacheStats, ResponseCache, create_backend
-from service.settings.model import CacheBackend, load_settings
+from service.cache.backends import create_backend
+from service.cache.responses import Cached, ResponseCache
+from service.cache.stats import CacheStats
+from service.settings.loading import load_settings
+from service.settings.model import CacheBackend
 from tests.conftest import require_command
 from tests.servers import RedisServer
 

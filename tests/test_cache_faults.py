@@ -12,7 +12,9 @@ from typing import Literal
 import pytest
 
 from service.app import create_app
-from service.cache.responses import Cached, CacheStats, ResponseCache, create_backend
+from service.cache.backends import create_backend
+from service.cache.responses import Cached, ResponseCache
+from service.cache.stats import CacheStats
 from service.settings.model import Settings
 from tests.conftest import AiohttpClient, Client, ready_client
 from tests.servers import RedisServer

@@ -19,7 +19,8 @@ from aiohttp import web
 
 from service.app import create_app
 from service.http.compression import COMPRESSION, accepts_gzip
-from service.settings.model import ConfigError, load_settings
+from service.settings.loading import load_settings
+from service.settings.model import ConfigError
 from tests.conftest import AiohttpClient, Client, ready_client
 from tests.http_clients import curl, exchange
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.settings.model import ConfigError, default_config_dir, load_settings, redact_url
+from service.settings.loading import default_config_dir, load_settings
+from service.settings.model import ConfigError, redact_url
 
 PRODUCTION = {
     "SERVICE_ENV": "production",
@@ -138,3 +139,71 @@ def test_malformed_tokens_are_refused_without_echoing_them(tokens: str) -> None:
         load_settings({"API_TOKENS": tokens})
     assert str(caught.value).startswith("API_TOKENS: expected")
     assert tokens not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "section", "key", "expected"),
+    [
+        ({"AUTH_READS": " yes "}, "auth", "reads", True),
+        ({"AUTH_READS": "On"}, "auth", "reads", True),
+        ({"DOCS_ENABLED": "off"}, "docs", "enabled", False),
+        ({"COMPRESSION": "0"}, "compression", "enabled", False),
+        ({"PORT": " 9000 "}, "server", "port", 9000),
+        ({"LOG_LEVEL": " warning "}, "log", "level", "WARNING"),
+        ({"CACHE_BACKEND": " none "}, "cache", "backend", "none"),
+        (
+            {"TRUSTED_PROXIES": " 10.0.0.0/8, ,127.0.0.1 "},
+            "log",
+            "trusted_proxies",
+            ("10.0.0.0/8", "127.0.0.1"),
+        ),
+        ({"METRICS_DIR": "  "}, "metrics", "directory", ""),
+    ],
+)
+def test_environment_values_are_trimmed_split_and_read_as_before(
+    env: dict[str, str], section: str, key: str, expected: object
+) -> None:
+    assert getattr(getattr(load_settings(env), section), key) == expected
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("[server]\nport = 80.0\n", "server.port: expected an integer, got 80.0"),
+        ("[server]\nport = true\n", "server.port: expected an integer, got True"),
+        ("[server]\nport = 0\n", "server.port: expected an integer from 1 to 65535, got 0"),
+        ("[server]\nhost = 5\n", "server.host: expected a non-empty string, got 5"),
+        ("[auth]\ntokens = 'abc'\n", "auth.tokens: expected a list of strings"),
+        ("[cache]\nbackend = 5\n", "cache.backend: expected one of memory, redis, none, got 5"),
+        ("[docs]\nenabled = 'maybe'\n", "docs.enabled: expected true or false, got 'maybe'"),
+        (
+            "[request]\ndeadline_seconds = nan\n",
+            "request.deadline_seconds: expected a number from 0.05 to 300, got nan",
+        ),
+    ],
+)
+def test_toml_values_are_type_checked_strictly(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, config_dir=_config_dir_with(tmp_path, extra))
+    assert str(caught.value) == message
+
+
+def test_a_missing_key_names_the_file_to_set_it_in(tmp_path: Path) -> None:
+    default = (default_config_dir() / "default.toml").read_text()
+    (tmp_path / "default.toml").write_text(default.replace("ttl_seconds = 300\n", ""))
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, config_dir=tmp_path)
+    assert (
+        str(caught.value) == "cache.ttl_seconds: missing (set it in service/settings/default.toml)"
+    )
+
+
+def test_a_malformed_secret_is_never_echoed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"REDIS_URL": "  ", "CACHE_BACKEND": "redis"})
+    assert str(caught.value) == "REDIS_URL: expected a non-empty string (value not shown)"
+    directory = _config_dir_with(tmp_path, "[paging]\ncursor_secret = 80061234567890\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, config_dir=directory)
+    assert "80061234567890" not in str(caught.value)
+    assert str(caught.value).startswith("paging.cursor_secret: expected")

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from service.server.guard import ConnectionGuard, connection_cap
-from service.settings.model import ConfigError, Settings, load_settings
+from service.settings.loading import load_settings
+from service.settings.model import ConfigError, Settings
 from tests.rawhttp import Reader, Service, closed_within, connect, exchange, running_service
 from tests.servers import MongoServer
 

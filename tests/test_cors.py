@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 
 from service.app import create_app
-from service.settings.model import ConfigError, load_settings
+from service.settings.loading import load_settings
+from service.settings.model import ConfigError
 from tests.conftest import AiohttpClient, Client, ready_client
 from tests.http_clients import curl, exchange
 

@@ -22,7 +22,8 @@ import msgspec
 import pytest
 
 from service.app import create_app
-from service.settings.model import ConfigError, PagingSettings, Settings, load_settings
+from service.settings.loading import load_settings
+from service.settings.model import ConfigError, PagingSettings, Settings
 from service.storage.mongo import Mongo
 from tests.api import checked
 from tests.conftest import AiohttpClient, Client, ready_client

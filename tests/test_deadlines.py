@@ -18,7 +18,8 @@ import pymongo
 from aiohttp import web
 
 from service.app import create_app
-from service.settings.model import RetrySettings, Settings, default_config_dir, load_settings
+from service.settings.loading import default_config_dir, load_settings
+from service.settings.model import RetrySettings, Settings
 from service.storage.mongo import MONGO, MONGO_LISTENERS, Document, Mongo
 from service.storage.retry import ANSWER_RESERVE_SECONDS, RETRY_POLICY, RetryPolicy, deadline_var
 from tests.conftest import (

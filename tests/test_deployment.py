@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from service.http.routes import ENDPOINTS
-from service.settings.model import Settings, load_settings
+from service.settings.loading import load_settings
+from service.settings.model import Settings
 from tests.servers import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,8 @@ from aiohttp import web
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import AsyncMongoClient
 
-from service.settings.model import ConfigError, MongoDriver, Settings, load_settings
+from service.settings.loading import load_settings
+from service.settings.model import ConfigError, MongoDriver, Settings
 from service.storage.mongo import Mongo
 from tests.conftest import AiohttpClient, Client
 

@@ -45,7 +45,7 @@ from service.domain.validation import INVISIBLE_NAME
 from service.http.openapi import build_document
 from service.http.routes import ENDPOINTS
 from service.seed import seed, seed_id
-from service.settings.model import load_settings
+from service.settings.loading import load_settings
 from service.storage.mongo import MONGO
 from tests.conftest import CURSOR_SECRET
 

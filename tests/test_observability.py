@@ -23,7 +23,8 @@ from aiohttp import web
 
 from service.app import create_app
 from service.observability.access_log import ACCESS_LOG
-from service.settings.model import Settings, load_settings
+from service.settings.loading import load_settings
+from service.settings.model import Settings
 from tests.conftest import AiohttpClient, Client, FailPoint, ready_client
 from tests.servers import MongoServer, RedisServer, free_port, wait_for_port
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from service.app import create_app
 from service.http.openapi import build_document
 from service.http.routes import ENDPOINTS
-from service.settings.model import load_settings
+from service.settings.loading import load_settings
 from tests.conftest import AiohttpClient, ready_client
 from tests.servers import VENV_BIN
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from service.observability.metric_specs import SPECS
-from service.settings.model import load_settings
+from service.settings.loading import load_settings
 from tests.conftest import require_command
 
 RULES = Path(__file__).resolve().parents[1] / "config" / "prometheus"

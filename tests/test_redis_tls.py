@@ -23,8 +23,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from service.app import create_app
-from service.cache.responses import CACHE_STATS
-from service.settings.model import ConfigError, load_settings
+from service.cache.stats import CACHE_STATS
+from service.settings.loading import load_settings
+from service.settings.model import ConfigError
 from tests.conftest import AiohttpClient, Client, ready_client, require_command
 from tests.servers import RedisServer, free_port
 
@@ -142,6 +143,22 @@ async def test_the_cache_speaks_tls_and_logs_in_as_an_acl_user(
         assert stored.partition(b"\n")[2] == await second.read()
     async with aioredis.from_url(tls_redis.tls_url().replace("/3?", "/0?")) as other_db:
         assert [key async for key in other_db.scan_iter(f"*{user['id']}*")] == []
+
+
+async def test_both_clients_take_the_database_from_the_query_as_redis_py_does(
+    aiohttp_client: AiohttpClient, test_env: dict[str, str], redis_server: RedisServer
+) -> None:
+    base = redis_server.url.rsplit("/", 1)[0]
+    client = await _cached_client(aiohttp_client, test_env, f"{base}/?db=4")
+    created = await client.post("/users", json={"name": "Db", "email": "db@example.com"})
+    user = await created.json()
+    for _ in range(2):
+        assert (await client.get(f"/users/{user['id']}")).status == 200
+    # Stored through aiocache, found by the pipelined lookup: only if both chose database 4.
+    counts = _counts(client)
+    assert counts.get(("user", "hit")) == 1, counts
+    async with aioredis.from_url(f"{base}/4") as direct:
+        assert [key async for key in direct.scan_iter(f"*{user['id']}*")] != []
 
 
 async def test_a_refused_login_or_certificate_is_a_counted_miss_that_never_shows_the_password(

@@ -23,7 +23,8 @@ from multidict import CIMultiDict
 from service.app import create_app
 from service.observability.access_log import ACCESS_LOG
 from service.observability.request_ids import RequestIds
-from service.settings.model import Settings, load_settings
+from service.settings.loading import load_settings
+from service.settings.model import Settings
 from tests.api import checked
 from tests.conftest import AiohttpClient, Client
 from tests.http_clients import exchange

@@ -10,7 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from service.cache.pipelined import PipelinedRedis, RedisTarget, pack
+from service.cache.pipelined import PipelinedRedis, pack
+from service.settings.redis_url import RedisTarget
 from tests.servers import RedisServer
 
 

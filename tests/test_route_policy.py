@@ -7,7 +7,7 @@ import pytest
 from service.app import create_app
 from service.http.routes import ENDPOINTS
 from service.http.unmatched import UnmatchedPolicy
-from service.settings.model import load_settings
+from service.settings.loading import load_settings
 from tests.conftest import AiohttpClient
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.

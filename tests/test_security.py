@@ -14,7 +14,8 @@ from aiohttp import web
 from service.app import create_app
 from service.http.limits import IN_FLIGHT
 from service.http.routes import add_route
-from service.settings.model import Settings, load_settings
+from service.settings.loading import load_settings
+from service.settings.model import Settings
 from tests.conftest import AiohttpClient, Client, wait_until
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.

@@ -1,89 +1,33 @@
 """One pipelined Redis connection for the cache's hit path.
 
-redis-py spends about 40 us of CPU on each command (a pool checkout, Python-level packing,
-two timeouts, observability hooks), which on a cache hit costs more than everything else
-the service does. Here a command is one bytes join, a buffered write and a future; the
-commands of one event-loop iteration leave in one write, and hiredis parses the replies,
-which Redis sends in order. Everything else the cache does still goes through aiocache.
+Kept hand-written for a measured reason (README, Performance): redis-py's work per command
+(a pool checkout, Python-level packing, two timeouts, observability hooks) cost more CPU on
+a cache hit than everything else the service does. Here a command is one bytes join, a
+buffered write and a future; the commands of one event-loop iteration leave in one write,
+and hiredis parses the replies, which Redis sends in order. Everything else the cache does
+still goes through aiocache.
 
 Failure is bounded like any cache call: connecting, and every reply, must finish within
 `timeout`; otherwise the connection is dropped, every command waiting on it fails with
 TimeoutError, and the next call connects afresh.
 
-Where to connect and how is redis-py's reading of the URL (`RedisTarget`), shared with
-aiocache's client: TLS for `rediss://` with redis-py's own SSL context (`ssl_ca_certs`,
-`ssl_cert_reqs`, ... in the query), an ACL user name, the password and the database.
+Where to connect and how is redis-py's reading of the URL (service/settings/redis_url.py),
+shared with aiocache's client: TLS with redis-py's own SSL context, the ACL user, the
+password and the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 import hiredis
-from redis.asyncio.connection import ConnectionPool, SSLConnection, parse_url
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-# Set by the URL but not for the pool's connections: aiocache passes them itself.
-_OWN_OPTIONS = ("host", "port", "db", "password", "max_connections")
-
-
-@dataclass(frozen=True, slots=True)
-class RedisTarget:
-    """A Redis URL as redis-py reads it, parsed once for both of the cache's clients.
-
-    `redis://[user:password@]host[:port][/db][?option=value...]`, or `rediss://` for TLS;
-    the options are redis-py's (`ssl_ca_certs`, `ssl_cert_reqs`, `ssl_check_hostname`,
-    `socket_timeout`, ...). The pipelined hit path uses the address, TLS, user, password
-    and database; aiocache's client takes everything.
-    """
-
-    host: str
-    port: int
-    db: int
-    username: str | None
-    password: str | None = field(repr=False)
-    tls: ssl.SSLContext | None
-    max_connections: int | None
-    pool_options: dict[str, Any] = field(repr=False)  # the rest, for redis-py's pool
-
-    @classmethod
-    def from_url(cls, url: str) -> RedisTarget:
-        """Read `url`, or raise ValueError saying why it is unusable (never echoing it)."""
-        try:
-            options = cast(dict[str, Any], parse_url(url))
-            if "path" in options:
-                raise ValueError("unix sockets are not supported: use redis:// or rediss://")
-            path = urlsplit(url).path.strip("/")
-            if path and not path.isdigit():
-                raise ValueError(f"the path must be a database number, got /{path}")
-            # Building a connection object does no I/O; it refuses options redis-py does
-            # not know and settings it cannot use, and loads the TLS files the URL names.
-            connection = ConnectionPool(**options).make_connection()  # type: ignore[no-untyped-call]
-            tls = connection.ssl_context.get() if isinstance(connection, SSLConnection) else None
-        except TypeError as error:  # an option redis-py's connections do not take
-            option = str(error).rpartition(" ")[2]
-            raise ValueError(f"unknown option {option}") from None
-        except RedisError as error:
-            raise ValueError(str(error)) from None
-        except OSError as error:  # ssl.SSLError included
-            raise ValueError(f"the TLS files it names cannot be used ({error})") from None
-        return cls(
-            host=options.get("host", "localhost"),
-            port=options.get("port", 6379),
-            db=options.get("db", 0),
-            username=options.get("username"),
-            password=options.get("password"),
-            tls=tls,
-            max_connections=options.get("max_connections"),
-            pool_options={k: v for k, v in options.items() if k not in _OWN_OPTIONS},
-        )
+from service.settings.redis_url import RedisTarget
 
 
 def pack(*args: bytes) -> bytes:

@@ -1,4 +1,4 @@
-"""The response cache: aiocache backends, keys, invalidation, and tolerance of cache failure.
+"""The response cache: keys, generation tokens, single-flight misses, and tolerance of failure.
 
 What is cached is the exact response a GET served (its ETag and body bytes), so a hit does
 no database call and no JSON encoding.
@@ -9,35 +9,31 @@ before its response is sent, so every reader, in any worker or instance that sha
 looks under the new token from then on. A slow reader that fetched the token before the
 write can only fill a key nobody reads any more, and concurrent misses share a load only
 when they saw the same token: a read that begins after a write never waits for a load that
-began before it. Tokens are random, so a token key that
-expires and comes back can never resurrect an old entry. A Redis hit is one round trip: a
-Lua script reads the token and the data together.
+began before it. Tokens are random, so a token key that expires and comes back can never
+resurrect an old entry.
 
 Cache failure is not service failure. Every cache call is bounded by `cache.timeout_ms`.
 Errors and timeouts count as misses, are counted, and are logged at most every 10 s. An
 invalidation that fails is kept and retried; until it is delivered, this process reads
 around the cache, so an outage cannot leave it serving an entry older than its own writes.
+
+The backends (memory.py, redis_backend.py) implement `Backend`; backends.py picks one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
-from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiocache import RedisCache, SimpleMemoryCache
-from aiocache.serializers import NullSerializer
 from aiohttp import web
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
-from service.cache.pipelined import PipelinedRedis, RedisTarget
-from service.domain.ids import new_id
-from service.settings.model import SETTINGS, CacheSettings
+from service.cache.stats import ERROR, HIT, INVALIDATION, MISS, CacheStats, kind_of
+from service.settings.model import CacheSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +43,6 @@ WARN_EVERY_SECONDS = 10.0
 # first command on a pooled connection fails ("closed by server") while Redis is back, and
 # other instances would go on serving the entry the write retired.
 DELIVERY_TRIES = 3
-HIT, MISS, ERROR, INVALIDATION, EVICTION = "hit", "miss", "error", "invalidation", "eviction"
-# What an entry costs beyond its key, ETag and body: the tuple, the Cached, the dict slot and
-# aiocache's expiry timer. An estimate: the bound is on what the service holds, not on RSS.
-ENTRY_OVERHEAD_BYTES = 256
 # Unreachable, slow, refusing or answering nonsense: all mean "no cache right now".
 BACKEND_ERRORS = (RedisError, OSError, TimeoutError, ValueError, IndexError, UnicodeDecodeError)
 
@@ -70,162 +62,45 @@ class Cached:
 
 
 class Backend(Protocol):
-    def peek(self, key: str) -> Cached | None: ...
-    async def lookup(self, key: str) -> tuple[str, Cached | None]: ...
-    async def store(self, key: str, token: str, value: Cached, ttl: int) -> None: ...
-    async def bump(self, keys: list[str], ttl: int) -> None: ...
+    """Where entries live, each under the generation token it was loaded with."""
+
+    def peek(self, key: str) -> Cached | None:
+        """The entry without suspending, or None (always, where that takes I/O)."""
+
+    async def lookup(self, key: str) -> tuple[str, Cached | None]:
+        """The key's current token, and its entry stored under that token if any."""
+
+    async def store(self, key: str, token: str, value: Cached, ttl: int) -> None:
+        """Keep `value`, readable only while `token` is still the key's current one."""
+
+    async def bump(self, keys: list[str], ttl: int) -> None:
+        """Give each key a fresh token: every entry stored before is retired."""
+
     async def close(self) -> None: ...
 
 
-class MemoryBackend:
-    """aiocache's SimpleMemoryCache: per process, so coherent only with a single worker.
+class _FailSoft:
+    """Runs backend calls so that a failing cache is a miss, never a 5xx: each failure is
+    counted, a warning logged at most every WARN_EVERY_SECONDS, and the call returns None."""
 
-    An entry is stored unserialized, with the generation token it was loaded under. A
-    hit is one `get`: invalidation deletes the entries it retires, and `store` writes an
-    entry only while its token is still the current one. SimpleMemoryCache never
-    suspends, so that check and the write are one step of the event loop: a write's
-    invalidation cannot fall between them.
-
-    Bounded by `cache.memory_max_bytes`: an LRU index beside aiocache (which has no size
-    bound, only TTLs) holds each entry's estimated size; a store beyond the bound evicts
-    the least recently used entries. Generation tokens are not counted: they are a few
-    bytes per written resource and expire with their TTL.
-    """
-
-    def __init__(self, max_bytes: int, stats: CacheStats) -> None:
-        self._cache = SimpleMemoryCache(serializer=NullSerializer(), timeout=None)
-        self._entries: dict[str, Any] = self._cache._cache  # SimpleMemoryBackend's storage
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._sizes: OrderedDict[str, int] = OrderedDict()  # least recently used first
+    def __init__(self, stats: CacheStats) -> None:
         self._stats = stats
+        self._last_warning = 0.0
 
-    def peek(self, key: str) -> Cached | None:
-        """The entry, read from aiocache's own dict: its `get` runs three decorators, an
-        environment lookup and a coroutine for the same dictionary lookup, and that was
-        most of a hit's time in the cache. Stores, expiry and deletes stay aiocache's."""
-        entry: tuple[str, Cached] | None = self._entries.get(key)
-        if entry is None:
-            return None
-        self._sizes.move_to_end(key)
-        return entry[1]
-
-    async def lookup(self, key: str) -> tuple[str, Cached | None]:
-        entry: tuple[str, Cached] | None = await self._cache.get(key)
-        if entry is not None:
-            self._sizes.move_to_end(key)
-            return entry
-        self._forget(key)  # expired by its TTL, if it was here at all
-        return await self._cache.get(f"{key}:gen") or "0", None
-
-    async def store(self, key: str, token: str, value: Cached, ttl: int) -> None:
-        size = len(key) + len(value.etag) + len(value.body) + ENTRY_OVERHEAD_BYTES
-        if size > self.max_bytes:
-            return  # would evict everything else and still not fit
-        if (await self._cache.get(f"{key}:gen") or "0") == token:
-            await self._cache.set(key, (token, value), ttl=ttl)
-            self._forget(key)
-            self._sizes[key] = size
-            self.bytes += size
-            while self.bytes > self.max_bytes:
-                victim, victim_size = self._sizes.popitem(last=False)
-                self.bytes -= victim_size
-                await self._cache.delete(victim)
-                self._stats.count(kind_of(victim), EVICTION)
-
-    async def bump(self, keys: list[str], ttl: int) -> None:
-        await self._cache.multi_set([(f"{key}:gen", new_id()) for key in keys], ttl=ttl)
-        for key in keys:
-            await self._cache.delete(key)
-            self._forget(key)
-
-    def _forget(self, key: str) -> None:
-        size = self._sizes.pop(key, None)
-        if size is not None:
-            self.bytes -= size
-
-    async def close(self) -> None:
-        await self._cache.close()
-
-
-def kind_of(key: str) -> str:
-    """The cache name in a `<namespace>:<schema>:<kind>:<id>` key."""
-    return key.rsplit(":", 2)[-2]
-
-
-# KEYS[1] = the generation key, KEYS[2] = the data key prefix; one round trip per lookup.
-_LOOKUP = """
-local token = redis.call('GET', KEYS[1]) or '0'
-return {token, redis.call('GET', KEYS[2] .. token)}
-"""
-_LOOKUP_SHA = hashlib.sha1(_LOOKUP.encode()).hexdigest().encode()  # noqa: S324 - Redis's script id
-
-
-class RedisBackend:
-    """aiocache's RedisCache (redis-py with hiredis), shared by every worker and instance.
-
-    Lookups, the hit path, take one round trip on a pipelined connection (cache/pipelined.py);
-    stores and invalidations go through aiocache. Every call is bounded by
-    `cache.timeout_ms`: redis-py applies it as socket_timeout to each read and as
-    create_connection_timeout to each connect, and the pipelined connection enforces it on
-    its connect and on every reply, so a stopped or stalled Redis cannot hold a request.
-    """
-
-    def __init__(self, target: RedisTarget, timeout_seconds: float) -> None:
-        # Both clients see the URL as redis-py read it (TLS, ACL user, database, options).
-        self._cache = RedisCache(
-            endpoint=target.host,
-            port=target.port,
-            db=target.db,
-            password=target.password,
-            pool_max_size=target.max_connections,
-            create_connection_timeout=timeout_seconds,
-            serializer=NullSerializer(),
-            timeout=None,  # the socket timeouts below bound every call
-            connection_pool_kwargs={**target.pool_options, "socket_timeout": timeout_seconds},
-        )
-        self._pipe = PipelinedRedis(target, timeout_seconds)
-
-    def peek(self, key: str) -> Cached | None:
-        return None  # every lookup is a round trip
-
-    async def lookup(self, key: str) -> tuple[str, Cached | None]:
-        keys = (f"{key}:gen".encode(), f"{key}:".encode())
+    async def run(self, kind: str, operation: Awaitable[Any]) -> Any:
+        """The call's result (True for None), or None when the backend failed."""
         try:
-            result = await self._pipe.call(b"EVALSHA", _LOOKUP_SHA, b"2", *keys)
-        except ResponseError as error:
-            if not str(error).startswith("NOSCRIPT"):
-                raise
-            result = await self._pipe.call(b"EVAL", _LOOKUP.encode(), b"2", *keys)
-        token = result[0].decode()
-        raw = result[1] if len(result) > 1 else None
-        return token, (None if raw is None else Cached.unpack(raw))
-
-    async def store(self, key: str, token: str, value: Cached, ttl: int) -> None:
-        await self._cache.set(f"{key}:{token}", value.pack(), ttl=ttl)
-
-    async def bump(self, keys: list[str], ttl: int) -> None:
-        await self._cache.multi_set([(f"{key}:gen", new_id()) for key in keys], ttl=ttl)
-
-    async def close(self) -> None:
-        await self._pipe.close()
-        await self._cache.close()
-
-
-OnEvent = Callable[[str, str, int], None]  # cache, event, how many
-
-
-@dataclass
-class CacheStats:
-    """Hits, misses, errors and invalidations per cache name, for the metrics."""
-
-    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
-    hooks: list[OnEvent] = field(default_factory=list)
-
-    def count(self, cache: str, event: str, n: int = 1) -> None:
-        self.counts[(cache, event)] += n
-        for hook in self.hooks:
-            hook(cache, event, n)
+            result = await operation
+        except BACKEND_ERRORS as error:
+            self._stats.count(kind, ERROR)
+            now = time.monotonic()
+            if now - self._last_warning >= WARN_EVERY_SECONDS:
+                self._last_warning = now
+                log.warning(
+                    "cache unavailable (%s); serving from the database", type(error).__name__
+                )
+            return None
+        return True if result is None else result
 
 
 class ResponseCache:
@@ -241,7 +116,7 @@ class ResponseCache:
         # Keyed by (key, token): a load started under an older token may predate a write.
         self._flights: dict[tuple[str, str], asyncio.Future[Cached]] = {}
         self._undelivered: set[str] = set()
-        self._last_warning = 0.0
+        self._call = _FailSoft(stats).run
 
     def key(self, kind: str, ident: str) -> str:
         return f"{self._prefix}:{kind}:{ident}"
@@ -315,45 +190,8 @@ class ResponseCache:
             return True
         return False
 
-    async def _call(self, kind: str, operation: Awaitable[Any]) -> Any:
-        """Run one backend call within the timeout; on failure count, warn (rarely), return None."""
-        try:
-            result = await operation
-        except BACKEND_ERRORS as error:  # a failing cache degrades to a miss, never a 5xx
-            self.stats.count(kind, ERROR)
-            now = time.monotonic()
-            if now - self._last_warning >= WARN_EVERY_SECONDS:
-                self._last_warning = now
-                log.warning(
-                    "cache unavailable (%s); serving from the database", type(error).__name__
-                )
-            return None
-        return True if result is None else result
-
     async def close(self) -> None:
         await self._backend.close()
 
 
 RESPONSE_CACHE = web.AppKey("response_cache", ResponseCache)
-CACHE_STATS = web.AppKey("cache_stats", CacheStats)
-
-
-def create_backend(settings: CacheSettings, stats: CacheStats) -> Backend | None:
-    if settings.backend == "memory":
-        return MemoryBackend(settings.memory_max_bytes, stats)
-    if settings.backend == "redis":
-        return RedisBackend(RedisTarget.from_url(settings.redis_url), settings.timeout_ms / 1000)
-    return None
-
-
-async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: open the configured backend (none: no cache at all), close it on shutdown."""
-    settings = app[SETTINGS].cache
-    backend = create_backend(settings, app[CACHE_STATS])
-    if backend is None:
-        yield
-        return
-    cache = ResponseCache(settings, backend, app[CACHE_STATS])
-    app[RESPONSE_CACHE] = cache
-    yield
-    await cache.close()

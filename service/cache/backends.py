@@ -1,0 +1,36 @@
+"""Which backend the settings choose, and its lifetime with the application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from service.cache.memory import MemoryBackend
+from service.cache.redis_backend import RedisBackend
+from service.cache.responses import RESPONSE_CACHE, Backend, ResponseCache
+from service.cache.stats import CACHE_STATS, CacheStats
+from service.settings.model import SETTINGS, CacheSettings
+from service.settings.redis_url import RedisTarget
+
+
+def create_backend(settings: CacheSettings, stats: CacheStats) -> Backend | None:
+    """memory: per process (memory.py); redis: shared (redis_backend.py); none: no cache."""
+    if settings.backend == "memory":
+        return MemoryBackend(settings.memory_max_bytes, stats)
+    if settings.backend == "redis":
+        return RedisBackend(RedisTarget.from_url(settings.redis_url), settings.timeout_ms / 1000)
+    return None
+
+
+async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: open the configured backend (none: no cache at all), close it on shutdown."""
+    settings = app[SETTINGS].cache
+    backend = create_backend(settings, app[CACHE_STATS])
+    if backend is None:
+        yield
+        return
+    cache = ResponseCache(settings, backend, app[CACHE_STATS])
+    app[RESPONSE_CACHE] = cache
+    yield
+    await cache.close()
