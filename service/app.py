@@ -1,4 +1,4 @@
-"""The application factory: the one place that wires settings, clients, middleware and routes.
+"""The application factory: the one place that wires settings, clients, the pipeline and routes.
 
 `adev runserver service/app.py`, gunicorn (`service.app:create_app()`), `python -m service`
 and the tests all build the app here. Nothing connects at import time: clients open in
@@ -28,13 +28,18 @@ from service.http.openapi import build_document
 from service.http.pipeline import PIPELINE, Pipeline
 from service.http.routes import ENDPOINTS, setup_routes
 from service.observability.access_log import ACCESS_LOG, AccessLog, access_log_ctx
-from service.observability.client_address import CLIENT_ADDRESS, ClientAddress
+from service.observability.client_address import ClientAddress
 from service.observability.database_timer import DatabaseTimer
 from service.observability.logging_setup import configure_logging
-from service.observability.metrics import METRICS, create_metrics, metrics_ctx
+from service.observability.metrics import METRICS, Metrics, create_metrics, metrics_ctx
 from service.observability.request_ids import RequestIds
 from service.observability.scrape import metrics_server_ctx
-from service.server.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects
+from service.server.lifecycle import (
+    LIFECYCLE,
+    Lifecycle,
+    freeze_startup_objects,
+    mark_shutting_down,
+)
 from service.settings.loading import load_settings
 from service.settings.model import SETTINGS, ConfigError, Settings
 from service.storage.mongo import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
@@ -52,7 +57,55 @@ def settings_or_exit() -> Settings:
         raise SystemExit(2) from None
 
 
+def _observability(app: web.Application, settings: Settings) -> Metrics:
+    """Metrics (samples shared across workers, their own port) and the access log."""
+    app[METRICS] = metrics = create_metrics(app)
+    app[ACCESS_LOG] = AccessLog(settings.log)
+    app.cleanup_ctx.extend([access_log_ctx, metrics_ctx, metrics_server_ctx])
+    return metrics
+
+
+def _http(app: web.Application, settings: Settings, metrics: Metrics) -> None:
+    """The pipeline every route runs in, the route table, and the document built from it."""
+    app[LIFECYCLE] = Lifecycle()
+    app[IN_FLIGHT] = InFlight(settings.server.max_in_flight)
+    app[DEADLINES] = Deadlines(settings.request.deadline_seconds)
+    app[COMPRESSION] = Compression(settings.compression)
+    app[PIPELINE] = Pipeline(
+        server=settings.server,
+        deadlines=app[DEADLINES],
+        request_ids=RequestIds(),
+        metrics=metrics,
+        access_log=app[ACCESS_LOG],
+        client_address=ClientAddress(settings.log.trusted_proxies),
+        tokens=TokenVerifier(settings.auth),
+        in_flight=app[IN_FLIGHT],
+        compression=app[COMPRESSION],
+        cors=Cors(settings.cors),
+    )
+    app.cleanup_ctx.append(deadlines_ctx)
+    app.on_shutdown.append(mark_shutting_down)
+    app[OPENAPI_DOCUMENT] = orjson.dumps(build_document(ENDPOINTS, settings))
+    setup_routes(app)
+
+
+def _storage(app: web.Application, settings: Settings, metrics: Metrics) -> None:
+    """The MongoDB client (timed by the metrics) and the one retry policy for its calls."""
+    listeners: list[CommandListener] = [DatabaseTimer(metrics)]
+    app[MONGO_LISTENERS] = listeners
+    app[RETRY_POLICY] = retry_policy(settings.retry, settings.mongo)
+    app[RETRY_POLICY].hooks.append(metrics.retry)
+    app.cleanup_ctx.append(mongo_ctx)
+
+
+def _cache(app: web.Application, metrics: Metrics) -> None:
+    """The response cache (memory, Redis or none, by settings), counted by the metrics."""
+    app[CACHE_STATS] = CacheStats(hooks=[metrics.cache_event])
+    app.cleanup_ctx.append(cache_ctx)
+
+
 async def use_cases_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the use cases, over the queries, the cache (if any) and the cursors."""
     cursors = create_cursors(app[SETTINGS].paging)
     mongo, policy = app[MONGO], app[RETRY_POLICY]
     users, orders = UserQueries(mongo, policy), OrderQueries(mongo, policy)
@@ -62,12 +115,9 @@ async def use_cases_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-async def _mark_shutting_down(app: web.Application) -> None:
-    """Servers that shut down without our drain (adev, plain run_app) still flip readiness."""
-    app[LIFECYCLE].shutting_down = True
-
-
 def create_app(settings: Settings | None = None) -> web.Application:
+    """The app, layer by layer; each layer adds its own cleanup contexts, opened in this
+    order at start-up and closed in reverse."""
     settings = settings or settings_or_exit()
     configure_logging(settings.log)
     app = web.Application(
@@ -75,43 +125,10 @@ def create_app(settings: Settings | None = None) -> web.Application:
         handler_args=parser_limits(settings.server),
     )
     app[SETTINGS] = settings
-    app[LIFECYCLE] = Lifecycle()
-    app[IN_FLIGHT] = InFlight(settings.server.max_in_flight)
-    app[CLIENT_ADDRESS] = ClientAddress(settings.log.trusted_proxies)
-    app[METRICS] = metrics = create_metrics(app)
-    listeners: list[CommandListener] = [DatabaseTimer(metrics)]
-    app[MONGO_LISTENERS] = listeners
-    app[RETRY_POLICY] = retry_policy(settings.retry, settings.mongo)
-    app[RETRY_POLICY].hooks.append(metrics.retry)
-    app[CACHE_STATS] = CacheStats(hooks=[metrics.cache_event])
-    app[ACCESS_LOG] = AccessLog(settings.log)
-    app[DEADLINES] = Deadlines(settings.request.deadline_seconds)
-    app[COMPRESSION] = Compression(settings.compression)
-    app[PIPELINE] = Pipeline(
-        server=settings.server,
-        deadlines=app[DEADLINES],
-        request_ids=RequestIds(),
-        metrics=metrics,
-        access_log=app[ACCESS_LOG],
-        client_address=app[CLIENT_ADDRESS],
-        tokens=TokenVerifier(settings.auth),
-        in_flight=app[IN_FLIGHT],
-        compression=app[COMPRESSION],
-        cors=Cors(settings.cors),
-    )
-    app.cleanup_ctx.extend(
-        [
-            access_log_ctx,
-            deadlines_ctx,
-            metrics_ctx,
-            metrics_server_ctx,
-            mongo_ctx,
-            cache_ctx,
-            use_cases_ctx,
-            freeze_startup_objects,
-        ]
-    )
-    app.on_shutdown.append(_mark_shutting_down)
-    app[OPENAPI_DOCUMENT] = orjson.dumps(build_document(ENDPOINTS, settings))
-    setup_routes(app)
+    metrics = _observability(app, settings)
+    _http(app, settings, metrics)
+    _storage(app, settings, metrics)
+    _cache(app, metrics)
+    app.cleanup_ctx.append(use_cases_ctx)
+    app.cleanup_ctx.append(freeze_startup_objects)  # last: everything start-up made
     return app

@@ -51,6 +51,3 @@ def _address(text: str) -> IPAddress | None:
         return ipaddress.ip_address(text.strip())
     except ValueError:
         return None
-
-
-CLIENT_ADDRESS = web.AppKey("client_address", ClientAddress)

@@ -48,6 +48,12 @@ async def drain(app: web.Application) -> None:
     app[DEADLINES].bring_forward(shutdown.graceful_timeout_seconds)
 
 
+async def mark_shutting_down(app: web.Application) -> None:
+    """on_shutdown: servers that stop without `drain` (adev, plain run_app) still turn
+    readiness 503."""
+    app[LIFECYCLE].shutting_down = True
+
+
 async def freeze_startup_objects(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx, last: move everything start-up created out of the collector's way.
 
