@@ -1,4 +1,4 @@
-"""JSON rendering shared by handlers and the error middleware: encode once, with orjson."""
+"""JSON responses and the headers every response carries: encoded once, with orjson."""
 
 from __future__ import annotations
 

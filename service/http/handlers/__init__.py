@@ -1,1 +1,1 @@
-"""HTTP handlers, one module per resource: parse the request, call the repository, render."""
+"""HTTP handlers, one module per resource: parse the request, call the use cases, render."""
