@@ -8,8 +8,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,16 +20,10 @@ from service.settings.loading import default_config_dir, load_settings
 from service.settings.model import RetrySettings, Settings
 from service.storage.mongo import MONGO, MONGO_LISTENERS, Document, Mongo
 from service.storage.retry import ANSWER_RESERVE_SECONDS, RETRY_POLICY, RetryPolicy, deadline_var
-from tests.conftest import (
-    AiohttpClient,
-    Client,
-    CommandRecorder,
-    FailPoint,
-    ready_client,
-)
-from tests.servers import MongoServer, free_port, wait_for_port
+from tests.helpers.app import AiohttpClient, Client, ready_client
+from tests.helpers.mongo import CommandRecorder, FailPoint
+from tests.helpers.servers import MongoServer, free_port, spawn_service, wait_for_port
 
-ROOT = Path(__file__).resolve().parents[1]
 BURST = 12  # more than Motor's thread pool on this machine (5 per core)
 USER = {"_id": "u1", "name": "A", "email": "a@example.com", "version": 0}
 
@@ -160,14 +152,7 @@ async def test_shutdown_does_not_wait_for_abandoned_calls(
            "SHUTDOWN_DRAIN_SECONDS": "0.3", "GRACEFUL_TIMEOUT_SECONDS": "10"}  # fmt: skip
     settings = load_settings(env)
     assert settings.mongo.socket_timeout_ms == 4500
-    with (tmp_path / "server.log").open("wb") as log:
-        process = subprocess.Popen(  # noqa: ASYNC220 - started once; waited for in a thread
-            [sys.executable, "-m", "service"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = spawn_service("python -m service", env, tmp_path / "server.log")
     try:
         wait_for_port(port, process=process)
         base = f"http://127.0.0.1:{port}"

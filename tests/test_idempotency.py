@@ -15,7 +15,8 @@ import pytest
 
 from service.settings.model import Settings
 from service.storage.mongo import Mongo
-from tests.conftest import Client, FailPoint
+from tests.helpers.app import Client
+from tests.helpers.mongo import FailPoint
 
 BODY_USER = {"name": "Ada", "email": "ada@example.com"}
 

@@ -16,7 +16,7 @@ from service.http.limits import IN_FLIGHT
 from service.http.routes import add_route
 from service.settings.loading import load_settings
 from service.settings.model import Settings
-from tests.conftest import AiohttpClient, Client, wait_until
+from tests.helpers.app import AiohttpClient, Client, wait_until
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver
