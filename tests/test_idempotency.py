@@ -36,13 +36,6 @@ async def _retry_until_answered(
         await asyncio.sleep(0.2)
 
 
-async def _path_and_body(client: Client, route: str) -> tuple[str, dict[str, Any], str]:
-    if route == "users":
-        return "/users", BODY_USER, "users"
-    user = await (await client.post("/users", json={"name": "B", "email": "b@x.io"})).json()
-    return f"/users/{user['id']}/orders", {"amount": 7}, "orders"
-
-
 @pytest.mark.parametrize("collection", ["users", "orders"])
 @pytest.mark.parametrize("retry", ["at once", "after it landed"])
 async def test_a_write_that_lands_after_its_request_gave_up_is_the_retrys_answer(
