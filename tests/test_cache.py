@@ -25,6 +25,7 @@ from service.settings.loading import load_settings
 from service.settings.model import CacheBackend, ConfigError, Settings
 from service.storage.mongo import MONGO_LISTENERS
 from tests.helpers.app import AiohttpClient, Client, ready_client
+from tests.helpers.http import until_ready
 from tests.helpers.mongo import CommandRecorder
 from tests.helpers.servers import RedisServer, free_port, run_service, spawn_service, wait_for_port
 
@@ -282,11 +283,7 @@ async def test_two_instances_sharing_redis_never_serve_a_stale_read(
     a, b = two_instances
     async with aiohttp.ClientSession() as session:
         for base in (a, b):
-            for _ in range(100):
-                async with session.get(f"{base}/health/ready") as ready:
-                    if ready.status == 200:
-                        break
-                await asyncio.sleep(0.1)
+            await until_ready(session, base)
         async with session.post(f"{a}/users", json={"name": "n0", "email": "x@example.com"}) as r:
             user = await r.json()
         path = f"/users/{user['id']}"

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import aiohttp
 import pymongo
-from aiohttp import web
 
 from service.app import create_app
 from service.settings.loading import default_config_dir, load_settings
 from service.settings.model import RetrySettings, Settings
 from service.storage.mongo import MONGO, MONGO_LISTENERS, Document, Mongo
-from service.storage.retry import ANSWER_RESERVE_SECONDS, RETRY_POLICY, RetryPolicy, deadline_var
-from tests.helpers.app import AiohttpClient, Client, ready_client
+from service.storage.retry import ANSWER_RESERVE_SECONDS, RetryPolicy, deadline_var
+from tests.helpers.app import AiohttpClient, Client, ready_client, retries
+from tests.helpers.http import until_ready
 from tests.helpers.mongo import CommandRecorder, FailPoint
 from tests.helpers.servers import MongoServer, free_port, spawn_service, wait_for_port
 
@@ -34,11 +34,6 @@ def outstanding(recorder: CommandRecorder) -> list[tuple[str, int]]:
         events = list(recorder.events)
     finished = {request_id for kind, _, request_id in events if kind != "started"}
     return [(n, i) for kind, n, i in events if kind == "started" and i not in finished]
-
-
-def retries(client: Client) -> int:
-    app: web.Application = client.app
-    return sum(app[RETRY_POLICY].counts.values())
 
 
 async def test_a_stalled_server_leaves_no_driver_work_behind(
@@ -157,11 +152,7 @@ async def test_shutdown_does_not_wait_for_abandoned_calls(
         wait_for_port(port, process=process)
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as session:
-            for _ in range(200):
-                async with session.get(f"{base}/health/ready") as ready:
-                    if ready.status == 200:
-                        break
-                await asyncio.sleep(0.05)
+            await until_ready(session, base)
             async with session.post(f"{base}/users", json={"name": "A", "email": "a@x.io"}) as r:
                 assert r.status == 201
                 path = f"{base}/users/{(await r.json())['id']}"

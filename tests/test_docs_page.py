@@ -28,7 +28,7 @@ import pytest
 
 from tests.helpers import ROOT
 from tests.helpers.api import DOCUMENT
-from tests.helpers.servers import ServiceProcess
+from tests.helpers.servers import ServiceProcess, terminate
 from tests.helpers.tools import require_command
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
@@ -131,12 +131,7 @@ def devtools_port(tmp_path: Path) -> Iterator[int]:
             time.sleep(0.1)
         yield int(port_file.read_text().splitlines()[0])
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, timeout=20)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from service.observability.access_log import ACCESS_LOG
 from service.settings.loading import load_settings
 from service.settings.model import Settings
 from tests.helpers.app import AiohttpClient, Client, access_lines, json_log_app, ready_client
+from tests.helpers.http import until_ready
 from tests.helpers.metrics import both_workers_published, parse, replace_a_worker, scrape, total
 from tests.helpers.mongo import FailPoint
 from tests.helpers.servers import (
@@ -244,11 +245,7 @@ async def test_metrics_port_is_shared_by_gunicorn_workers(
         wait_for_port(metrics_port, process=master)
         connector = aiohttp.TCPConnector(force_close=True)
         async with aiohttp.ClientSession(connector=connector) as http:
-            for _ in range(50):
-                async with http.get(f"{base}/health/ready") as ready:
-                    if ready.status == 200:
-                        break
-                await asyncio.sleep(0.1)
+            await until_ready(http, base)
             async with http.get(f"{base}/metrics") as hidden:
                 assert hidden.status == 404
             pids = await both_workers_published(http, f"http://127.0.0.1:{metrics_port}")
@@ -268,11 +265,7 @@ async def test_gunicorn_scrapes_add_up_over_workers_and_restarts(
     base, master = gunicorn_two_workers
     # force_close: a new connection per request, so the kernel spreads them over workers.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-        for _ in range(100):
-            async with http.get(f"{base}/health/ready") as ready:
-                if ready.status == 200:
-                    break
-            await asyncio.sleep(0.1)
+        await until_ready(http, base)
         await both_workers_published(http, base)
         async with http.post(f"{base}/users", json={"name": "A", "email": "a@example.com"}) as r:
             path = f"{base}/users/{(await r.json())['id']}"

@@ -19,6 +19,7 @@ import aiohttp
 import pymongo
 import pytest
 
+from tests.helpers.http import until_ready
 from tests.helpers.servers import MongoServer, free_port, spawn_service, wait_for_port
 
 DRAIN_SECONDS = 1.5
@@ -57,20 +58,11 @@ def server(
             process.wait()
 
 
-async def _ready(session: aiohttp.ClientSession, base: str) -> None:
-    for _ in range(200):
-        async with session.get(f"{base}/health/ready") as response:
-            if response.status == 200:
-                return
-        await asyncio.sleep(0.05)
-    pytest.fail("server never became ready")
-
-
 async def test_sigterm_drains_then_exits_0_without_failing_started_requests(
     server: Server,
 ) -> None:
     async with aiohttp.ClientSession() as session:
-        await _ready(session, server.base)
+        await until_ready(session, server.base)
         async with session.post(
             f"{server.base}/users", json={"name": "A", "email": "a@example.com"}
         ) as created:

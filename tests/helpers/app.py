@@ -18,6 +18,7 @@ from service.observability.logs import ACCESS_LOG
 from service.app import create_app
 from service.settings.model import Settings
 from service.storage.mongo import MONGO
+from service.storage.retry import RETRY_POLICY
 
 # The suite's paging secret: tests that sign cursors themselves use it (service/domain/cursors.py).
 CURSOR_SECRET = "the-test-suite-cursor-secret"
@@ -50,6 +51,11 @@ def client_port(client: Client) -> int:
     """The port the test server listens on, for clients other than aiohttp's (curl, sockets)."""
     assert client.port is not None
     return client.port
+
+
+def retries(client: Client) -> int:
+    """How many database calls the app has retried so far, over every reason."""
+    return sum(client.app[RETRY_POLICY].counts.values())
 
 
 def json_log_app(settings: Settings) -> web.Application:

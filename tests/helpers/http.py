@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+import pytest
 from multidict import CIMultiDict
 
 from tests.helpers.tools import require_command
@@ -38,6 +40,19 @@ class RawResponse:
             for part in value.split(",")
             if part.strip()
         ]
+
+
+async def until_ready(http: aiohttp.ClientSession, base: str, timeout: float = 10.0) -> None:
+    """Until the service at `base` answers /health/ready with 200 (its indexes exist)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        async with http.get(f"{base}/health/ready") as ready:
+            if ready.status == 200:
+                return
+        if loop.time() > deadline:
+            pytest.fail(f"{base} was not ready within {timeout}s")
+        await asyncio.sleep(0.05)
 
 
 def _pairs(headers: Headers) -> list[tuple[str, str]]:

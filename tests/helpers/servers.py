@@ -46,11 +46,11 @@ def wait_for_port(
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
-def terminate(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, and SIGKILL if it has not exited within 10 s; always reaped."""
+def terminate(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within `timeout` seconds; always reaped."""
     process.terminate()
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
