@@ -41,7 +41,8 @@ from bench.harness import (
 from bench.summary import Result, Row, summarise
 from service.seed import seed_id
 from service.settings.loading import load_settings
-from tests.helpers.servers import free_port, worker_pids
+from tests.helpers.servers import free_port
+from tests.helpers.service import worker_pids
 
 
 @dataclass(frozen=True)

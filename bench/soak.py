@@ -22,7 +22,7 @@ from bench.harness import (
     stop,
     wrk,
 )
-from tests.helpers.servers import worker_pids
+from tests.helpers.service import worker_pids
 
 RSS_GROWTH_LIMIT = 0.10
 

@@ -27,7 +27,8 @@ from service.storage.mongo import MONGO_LISTENERS
 from tests.helpers.app import AiohttpClient, Client, ready_client
 from tests.helpers.http import until_ready
 from tests.helpers.mongo import CommandRecorder
-from tests.helpers.servers import RedisServer, free_port, run_service, spawn_service, wait_for_port
+from tests.helpers.servers import RedisServer, free_port, wait_for_port
+from tests.helpers.service import run_service, spawn_service
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -7,7 +7,7 @@ import pytest
 
 from service.settings.loading import default_config_dir, load_settings
 from service.settings.model import ConfigError, redact_url
-from tests.helpers.servers import run_service
+from tests.helpers.service import run_service
 
 PRODUCTION = {
     "SERVICE_ENV": "production",

@@ -22,7 +22,8 @@ from service.settings.loading import load_settings
 from service.settings.model import ConfigError, Settings
 from tests.helpers.api import PROBLEM
 from tests.helpers.http import Reader, closed_within, connect, send_bytes
-from tests.helpers.servers import MongoServer, Service, running_service
+from tests.helpers.servers import MongoServer
+from tests.helpers.service import Service, running_service
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver

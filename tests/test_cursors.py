@@ -25,7 +25,8 @@ from service.settings.model import ConfigError, PagingSettings, Settings
 from service.storage.mongo import Mongo
 from tests.helpers.api import checked
 from tests.helpers.app import AiohttpClient, Client, ready_client
-from tests.helpers.servers import free_port, run_service, spawn_service, wait_for_port
+from tests.helpers.servers import free_port, wait_for_port
+from tests.helpers.service import run_service, spawn_service
 
 SECRET_A = "first-cursor-secret-for-tests"
 SECRET_B = "second-cursor-secret-for-test"

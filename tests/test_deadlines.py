@@ -22,7 +22,8 @@ from service.storage.retry import ANSWER_RESERVE_SECONDS, RetryPolicy, deadline_
 from tests.helpers.app import AiohttpClient, Client, ready_client, retries
 from tests.helpers.http import until_ready
 from tests.helpers.mongo import CommandRecorder, FailPoint
-from tests.helpers.servers import MongoServer, free_port, spawn_service, wait_for_port
+from tests.helpers.servers import MongoServer, free_port, wait_for_port
+from tests.helpers.service import spawn_service
 
 BURST = 12  # more than Motor's thread pool on this machine (5 per core)
 USER = {"_id": "u1", "name": "A", "email": "a@example.com", "version": 0}

@@ -28,7 +28,8 @@ import pytest
 
 from tests.helpers import ROOT
 from tests.helpers.api import DOCUMENT
-from tests.helpers.servers import ServiceProcess, terminate
+from tests.helpers.servers import terminate
+from tests.helpers.service import ServiceProcess
 from tests.helpers.tools import require_command
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.servers import VENV_BIN, ServiceProcess, run_service
+from tests.helpers.servers import VENV_BIN
+from tests.helpers.service import ServiceProcess, run_service
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver

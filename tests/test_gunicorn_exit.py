@@ -11,13 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.helpers.servers import (
-    MongoServer,
-    free_port,
-    spawn_service,
-    wait_answered,
-    wait_for_port,
-)
+from tests.helpers.servers import MongoServer, free_port, wait_for_port
+from tests.helpers.service import spawn_service, wait_answered
 
 
 def _wait_for_two_workers(url: str, process: subprocess.Popen[bytes]) -> None:

@@ -25,15 +25,8 @@ from tests.helpers.app import AiohttpClient, Client, access_lines, json_log_app,
 from tests.helpers.http import until_ready
 from tests.helpers.metrics import both_workers_published, parse, replace_a_worker, scrape, total
 from tests.helpers.mongo import FailPoint
-from tests.helpers.servers import (
-    MongoServer,
-    RedisServer,
-    free_port,
-    spawn_service,
-    two_gunicorn_workers,
-    wait_for_port,
-    worker_pids,
-)
+from tests.helpers.servers import MongoServer, RedisServer, free_port, wait_for_port
+from tests.helpers.service import spawn_service, two_gunicorn_workers, worker_pids
 
 
 async def test_request_metrics_use_route_templates_and_skip_metrics(client: Client) -> None:

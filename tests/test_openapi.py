@@ -22,7 +22,8 @@ from service.http.openapi import build_document
 from service.http.routes import ENDPOINTS
 from service.settings.loading import load_settings
 from tests.helpers.app import AiohttpClient, ready_client
-from tests.helpers.servers import VENV_BIN, run_service
+from tests.helpers.servers import VENV_BIN
+from tests.helpers.service import run_service
 
 TOKEN = "openapi-writer-token-0123456789"
 CONFIGURATIONS = {

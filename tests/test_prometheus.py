@@ -27,13 +27,8 @@ from tests.helpers.metrics import (
     parse,
     replace_a_worker,
 )
-from tests.helpers.servers import (
-    MongoServer,
-    RedisServer,
-    free_port,
-    two_gunicorn_workers,
-    wait_for_port,
-)
+from tests.helpers.servers import MongoServer, RedisServer, free_port, wait_for_port
+from tests.helpers.service import two_gunicorn_workers
 from tests.helpers.tools import require_command
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.

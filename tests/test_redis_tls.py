@@ -26,7 +26,8 @@ from service.cache.stats import CACHE_STATS
 from service.settings.loading import load_settings
 from service.settings.model import ConfigError
 from tests.helpers.app import AiohttpClient, Client, ready_client
-from tests.helpers.servers import RedisServer, free_port, run_service
+from tests.helpers.servers import RedisServer, free_port
+from tests.helpers.service import run_service
 from tests.helpers.tools import require_command
 
 PASSWORD = "acl-pass-Zq8xW3"

@@ -12,7 +12,8 @@ from service.seed import seed, seed_id
 from service.settings.model import Settings
 from service.storage.mongo import Mongo
 from tests.helpers.app import Client
-from tests.helpers.servers import MongoServer, free_port, run_service
+from tests.helpers.servers import MongoServer, free_port
+from tests.helpers.service import run_service
 
 
 async def test_seed_is_idempotent_and_served(client: Client, mongo: Mongo) -> None:

@@ -20,7 +20,8 @@ import pymongo
 import pytest
 
 from tests.helpers.http import until_ready
-from tests.helpers.servers import MongoServer, free_port, spawn_service, wait_for_port
+from tests.helpers.servers import MongoServer, free_port, wait_for_port
+from tests.helpers.service import spawn_service
 
 DRAIN_SECONDS = 1.5
 GRACEFUL_SECONDS = 5.0

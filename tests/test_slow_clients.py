@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.servers import Service, running_service
+from tests.helpers.service import Service, running_service
 from tests.helpers.tools import require_command
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.

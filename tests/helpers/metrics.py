@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 
 from tests.helpers.app import Client
-from tests.helpers.servers import ServerProcess, worker_pids
+from tests.helpers.servers import ServerProcess
+from tests.helpers.service import worker_pids
 from tests.helpers.tools import require_command
 
 Sample = tuple[str, dict[str, str], float]  # name, labels, value
