@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from service.observability.logs import ACCESS_LOG
 
 from service.app import create_app
+from service.observability.access_log import ACCESS_LOG
 from service.settings.model import Settings
 from service.storage.mongo import MONGO
 from service.storage.retry import RETRY_POLICY
