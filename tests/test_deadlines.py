@@ -29,14 +29,6 @@ BURST = 12  # more than Motor's thread pool on this machine (5 per core)
 USER = {"_id": "u1", "name": "A", "email": "a@example.com", "version": 0}
 
 
-def outstanding(recorder: CommandRecorder) -> list[tuple[str, int]]:
-    """Commands the driver started and has not yet reported finished (either way)."""
-    with recorder._lock:
-        events = list(recorder.events)
-    finished = {request_id for kind, _, request_id in events if kind != "started"}
-    return [(n, i) for kind, n, i in events if kind == "started" and i not in finished]
-
-
 async def test_a_stalled_server_leaves_no_driver_work_behind(
     client: Client, mongo: Mongo, fail_point: FailPoint, settings: Settings,
     recorder: CommandRecorder,
@@ -62,7 +54,7 @@ async def test_a_stalled_server_leaves_no_driver_work_behind(
     assert {status for status, _ in answers} == {503}
     assert max(elapsed for _, elapsed in answers) < deadline + 0.5  # the watchdog's tick
     await asyncio.sleep(max(0.0, answered + 0.1 - time.monotonic()))
-    assert outstanding(recorder) == []
+    assert recorder.outstanding() == []
     started = recorder.started_names()
     assert started.count("find") > BURST, "each request should have tried more than once"
     # The stall cost retries, not a clog: the next request goes straight through.
@@ -111,7 +103,7 @@ async def test_the_server_stops_an_operation_past_its_budget(
     await asyncio.sleep(0.1)
     finds = recorder.started_names().count("find")
     assert finds >= settings.retry.max_tries
-    assert outstanding(recorder) == []
+    assert recorder.outstanding() == []
     assert [failure.get("code") for failure in recorder.failures] == [50] * finds
 
 

@@ -44,6 +44,13 @@ class CommandRecorder(monitoring.CommandListener):
         with self._lock:
             return [name for kind, name, _ in self.events if kind == "started"]
 
+    def outstanding(self) -> list[tuple[str, int]]:
+        """Commands the driver started and has not yet reported finished (either way)."""
+        with self._lock:
+            events = list(self.events)
+        finished = {request_id for kind, _, request_id in events if kind != "started"}
+        return [(n, i) for kind, n, i in events if kind == "started" and i not in finished]
+
     def clear(self) -> None:
         with self._lock:
             self.events.clear()
