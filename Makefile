@@ -70,7 +70,7 @@ run: venv
 	$(BIN)/secantusd-py --host 127.0.0.1 --port $(DEV_MONGO_PORT) --storage-path var/mongo \
 	    --log-level WARNING >> var/secantusd.log 2>&1 & mongo_pid=$$!; \
 	trap 'kill $$mongo_pid 2>/dev/null; wait $$mongo_pid 2>/dev/null || true' EXIT INT TERM; \
-	$(BIN)/python -c "import sys; from tests.servers import wait_for_port; wait_for_port($(DEV_MONGO_PORT))"; \
+	$(BIN)/python -c "import sys; from tests.helpers.servers import wait_for_port; wait_for_port($(DEV_MONGO_PORT))"; \
 	SERVICE_ENV=development $(BIN)/python -m service seed --if-empty --users 100 --orders-per-user 5; \
 	echo "user-service: http://127.0.0.1:$(DEV_PORT)  (try /users/$$($(BIN)/python -c 'from service.seed import seed_id; print(seed_id("user", 0))'))"; \
 	SERVICE_ENV=development $(BIN)/adev runserver service/app.py --host 127.0.0.1 --port $(DEV_PORT)

@@ -36,13 +36,13 @@ from bench.harness import (
     start_service,
     stop,
     update_readme,
-    worker_pids,
     wrk,
 )
 from bench.summary import Result, Row, summarise
 from service.seed import seed_id
 from service.settings.loading import load_settings
-from tests.servers import free_port
+from tests.helpers.servers import free_port
+from tests.helpers.service import worker_pids
 
 
 @dataclass(frozen=True)

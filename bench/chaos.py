@@ -37,7 +37,7 @@ import aiohttp
 from pymongo import MongoClient
 
 from bench.harness import ROOT, TOKEN, machine, publish
-from tests.servers import MongoServer, RedisServer, free_port, wait_for_port
+from tests.helpers.servers import MongoServer, RedisServer, free_port, wait_for_port
 
 DATABASE = "chaos"
 ORDERS_PER_USER = 60  # below the aggregate's 100 newest, so every order can be checked there

@@ -42,8 +42,8 @@ import pymongo
 import yaml
 
 from bench.harness import BIN, ROOT, TOKEN, machine, publish
-from tests.servers import MongoServer, RedisServer, free_port, terminate
-from tests.test_prometheus import PrometheusApi, PrometheusServer
+from tests.helpers.metrics import PrometheusApi, PrometheusServer
+from tests.helpers.servers import MongoServer, RedisServer, free_port, terminate
 
 KUBERNETES = ROOT / "config" / "kubernetes"
 ORDER_HISTORY = 100  # GET /users/{id} lists the newest 100 orders (domain/representation.py)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.seed import seed_id
-from tests.servers import MongoServer, RedisServer, free_port, wait_for_port
+from tests.helpers.servers import MongoServer, RedisServer, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -132,11 +132,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-def worker_pids(master: int) -> list[int]:
-    path = Path(f"/proc/{master}/task/{master}/children")
-    return [int(pid) for pid in path.read_text().split()] if path.exists() else []
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -20,9 +20,9 @@ from bench.harness import (
     stack,
     start_service,
     stop,
-    worker_pids,
     wrk,
 )
+from tests.helpers.service import worker_pids
 
 RSS_GROWTH_LIMIT = 0.10
 

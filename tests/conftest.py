@@ -1,34 +1,29 @@
-"""Session fixtures start the real servers; every test gets its own database name."""
+"""Session fixtures start the real servers; every test gets its own database name.
+The helpers these fixtures (and the tests) use live in tests/helpers/."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import shutil
 import tempfile
-import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from hypothesis.configuration import set_hypothesis_home_dir
-from pymongo import monitoring
 
 from service.app import create_app
 from service.settings.loading import load_settings
 from service.settings.model import MongoDriver, Settings
-from service.storage.mongo import MONGO, MONGO_LISTENERS, Mongo
-from tests.servers import MongoServer, RedisServer, in_ci, redis_server_binary
+from service.storage.mongo import MONGO_LISTENERS, Mongo
+from tests.helpers.app import CURSOR_SECRET, AiohttpClient, Client, ready_client
+from tests.helpers.mongo import CommandRecorder, FailPoint
+from tests.helpers.servers import MongoServer, RedisServer
+from tests.helpers.tools import in_ci, require_command
 
-# The suite's paging secret: tests that sign cursors themselves use it (service/domain/cursors.py).
-CURSOR_SECRET = "the-test-suite-cursor-secret"
-AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, web.Application]]]
-Client = TestClient[Any, web.Application]
 _HYPOTHESIS_HOME = pytest.StashKey[Path]()
 _DRIVERS_RUN = pytest.StashKey[dict[str, int]]()
 DRIVERS: tuple[MongoDriver, ...] = ("motor", "pymongo")
@@ -110,24 +105,9 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServ
     server.stop()
 
 
-def require_command(command: str, package: str) -> str:
-    """The path of a tool a test drives: missing, the test skips locally and fails in CI."""
-    path = shutil.which(command)
-    if path is None:
-        message = f"{command} is not installed: `sudo apt-get install {package}`"
-        if in_ci():
-            pytest.fail(f"{message} (CI must not skip it)")
-        pytest.skip(message)
-    return path
-
-
-def _require_redis() -> None:
-    require_command(redis_server_binary() or "redis-server", "redis-server")
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    _require_redis()
+    require_command("redis-server", "redis-server")
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
@@ -138,6 +118,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def own_mongo_server(tmp_path: Path) -> Iterator[MongoServer]:
     """A server this test alone may stop and restart."""
     server = MongoServer(tmp_path / "secantus")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis this test alone may stop and restart."""
+    require_command("redis-server", "redis-server")
+    server = RedisServer(tmp_path / "redis")
     server.start()
     yield server
     server.stop()
@@ -165,60 +155,9 @@ def settings(test_env: dict[str, str]) -> Settings:
     )
 
 
-class CommandRecorder(monitoring.CommandListener):
-    """Driver command events for one database, in the order the driver reported them."""
-
-    def __init__(self, database: str) -> None:
-        self.database = database
-        self.events: list[tuple[str, str, int]] = []
-        self.commands: list[dict[str, Any]] = []  # the documents of the started ones
-        self.failures: list[dict[str, Any]] = []  # the replies (or errors) of failed ones
-        self._lock = threading.Lock()
-
-    def _add(self, kind: str, name: str, request_id: int) -> None:
-        with self._lock:
-            self.events.append((kind, name, request_id))
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.database_name == self.database:
-            with self._lock:
-                self.commands.append(dict(event.command))
-            self._add("started", event.command_name, event.request_id)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        if event.database_name == self.database:
-            self._add("succeeded", event.command_name, event.request_id)
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        if event.database_name == self.database:
-            with self._lock:
-                self.failures.append(dict(event.failure))
-            self._add("failed", event.command_name, event.request_id)
-
-    def started_names(self) -> list[str]:
-        with self._lock:
-            return [name for kind, name, _ in self.events if kind == "started"]
-
-    def clear(self) -> None:
-        with self._lock:
-            self.events.clear()
-            self.commands.clear()
-            self.failures.clear()
-
-
 @pytest.fixture
 def recorder(settings: Settings) -> CommandRecorder:
     return CommandRecorder(settings.mongo.database)
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Poll `check` until it holds; fail the test with a clear message if it never does."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -226,17 +165,6 @@ def app(settings: Settings, recorder: CommandRecorder) -> web.Application:
     app = create_app(settings)
     app[MONGO_LISTENERS].append(recorder)
     return app
-
-
-async def ready_client(aiohttp_client: AiohttpClient, app: web.Application) -> Client:
-    """A test client on the real app, once its indexes exist (uniqueness depends on them)."""
-    client = await aiohttp_client(app)
-
-    async def indexes_ready() -> bool:
-        return app[MONGO].indexes_ready
-
-    await wait_until(indexes_ready)
-    return client
 
 
 @pytest.fixture
@@ -251,21 +179,6 @@ async def mongo(settings: Settings) -> AsyncIterator[Mongo]:
     yield mongo
     await mongo.client.drop_database(settings.mongo.database)
     await mongo.close()
-
-
-class FailPoint:
-    """Arms SecantusDB's `failCommand` for one test and always switches it off afterwards."""
-
-    def __init__(self, mongo: Mongo) -> None:
-        self._mongo = mongo
-
-    async def arm(self, mode: str | dict[str, int], **data: Any) -> None:
-        await self._mongo.client.admin.command(
-            {"configureFailPoint": "failCommand", "mode": mode, "data": data}
-        )
-
-    async def off(self) -> None:
-        await self._mongo.client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
 
 
 @pytest.fixture

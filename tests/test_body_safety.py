@@ -9,10 +9,8 @@ from service.domain.errors import InvalidInput
 from service.domain.schemas import OrderCreate, UserCreate, UserPatch
 from service.domain.validation import has_visible_character, parse_body
 from service.storage.mongo import Mongo
-from tests.api import checked
-from tests.conftest import Client
-
-JSON = {"Content-Type": "application/json"}
+from tests.helpers.api import JSON, checked
+from tests.helpers.app import Client
 
 
 @pytest.mark.parametrize(

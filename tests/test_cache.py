@@ -7,8 +7,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,10 +24,11 @@ from service.settings.checks import check_worker_cache
 from service.settings.loading import load_settings
 from service.settings.model import CacheBackend, ConfigError, Settings
 from service.storage.mongo import MONGO_LISTENERS
-from tests.conftest import AiohttpClient, Client, CommandRecorder, ready_client
-from tests.servers import RedisServer, free_port, wait_for_port
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.app import AiohttpClient, Client, ready_client
+from tests.helpers.http import until_ready
+from tests.helpers.mongo import CommandRecorder
+from tests.helpers.servers import RedisServer, free_port, wait_for_port
+from tests.helpers.service import run_service, spawn_service
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -254,11 +253,8 @@ def test_memory_cache_with_several_workers_needs_an_opt_in(test_env: dict[str, s
         {**test_env, "CACHE_BACKEND": "memory", "CACHE_MEMORY_ACROSS_WORKERS": "1"}
     )
     check_worker_cache(allowed, 4)
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
-        cwd=ROOT, env={**os.environ, **test_env, "CACHE_BACKEND": "memory", "WEB_CONCURRENCY": "2"},
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+    env = {**os.environ, **test_env, "CACHE_BACKEND": "memory", "WEB_CONCURRENCY": "2"}
+    result = run_service(env, kind="gunicorn")
     assert result.returncode == 2
     assert "CACHE_BACKEND: memory with 2 workers" in result.stderr
 
@@ -272,17 +268,7 @@ def two_instances(
         port = free_port()
         env = {**os.environ, **test_env, "PORT": str(port), "CACHE_BACKEND": "redis",
                "REDIS_URL": redis_server.url}  # fmt: skip
-        log = (tmp_path / f"{name}.log").open("wb")
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "service"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        log.close()
+        processes.append(spawn_service("python -m service", env, tmp_path / f"{name}.log"))
         wait_for_port(port, process=processes[-1])
         bases.append(f"http://127.0.0.1:{port}")
     yield bases
@@ -298,11 +284,7 @@ async def test_two_instances_sharing_redis_never_serve_a_stale_read(
     a, b = two_instances
     async with aiohttp.ClientSession() as session:
         for base in (a, b):
-            for _ in range(100):
-                async with session.get(f"{base}/health/ready") as ready:
-                    if ready.status == 200:
-                        break
-                await asyncio.sleep(0.1)
+            await until_ready(session, base)
         async with session.post(f"{a}/users", json={"name": "n0", "email": "x@example.com"}) as r:
             user = await r.json()
         path = f"/users/{user['id']}"

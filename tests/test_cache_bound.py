@@ -15,7 +15,8 @@ from service.cache.stats import CACHE_STATS, EVICTION, CacheStats
 from service.settings.loading import load_settings
 from service.settings.model import Settings
 from service.storage.mongo import MONGO_LISTENERS
-from tests.conftest import AiohttpClient, Client, CommandRecorder, ready_client
+from tests.helpers.app import AiohttpClient, Client, ready_client
+from tests.helpers.mongo import CommandRecorder
 
 BOUND = 16 * 1024
 

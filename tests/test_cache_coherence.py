@@ -17,8 +17,8 @@ from service.cache.responses import Cached, ResponseCache
 from service.cache.stats import CacheStats
 from service.settings.loading import load_settings
 from service.settings.model import CacheBackend
-from tests.conftest import require_command
-from tests.servers import RedisServer
+from tests.helpers.servers import RedisServer
+from tests.helpers.tools import require_command
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -16,17 +14,8 @@ from service.cache.backends import create_backend
 from service.cache.responses import Cached, ResponseCache
 from service.cache.stats import CacheStats
 from service.settings.model import Settings
-from tests.conftest import AiohttpClient, Client, ready_client
-from tests.servers import RedisServer
-
-
-@pytest.fixture
-def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis this test alone may restart."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
+from tests.helpers.app import AiohttpClient, Client, ready_client
+from tests.helpers.servers import RedisServer
 
 
 async def _instance(aiohttp_client: AiohttpClient, settings: Settings, url: str) -> Client:

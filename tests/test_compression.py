@@ -21,8 +21,8 @@ from service.app import create_app
 from service.http.compression import COMPRESSION, accepts_gzip
 from service.settings.loading import load_settings
 from service.settings.model import ConfigError
-from tests.conftest import AiohttpClient, Client, ready_client
-from tests.http_clients import curl, exchange
+from tests.helpers.app import AiohttpClient, Client, client_port, ready_client
+from tests.helpers.http import curl, exchange
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver
@@ -40,11 +40,6 @@ async def _user_with_orders(client: Client, orders: int = 12) -> dict[str, Any]:
         )
         assert placed.status == 201
     return user
-
-
-def _port(client: Client) -> int:
-    assert client.port is not None
-    return client.port
 
 
 async def test_curl_compressed_decodes_what_the_service_compressed(
@@ -91,8 +86,8 @@ async def test_curl_compressed_decodes_what_the_service_compressed(
 async def test_accept_encoding_is_honoured(client: Client, accept: str, coded: bool) -> None:
     user = await _user_with_orders(client)
     path = f"/users/{user['id']}"
-    plain = await exchange(_port(client), "GET", path)
-    response = await exchange(_port(client), "GET", path, {"Accept-Encoding": accept})
+    plain = await exchange(client_port(client), "GET", path)
+    response = await exchange(client_port(client), "GET", path, {"Accept-Encoding": accept})
     assert response.status == 200
     assert "Accept-Encoding" in response.tokens("Vary")
     assert response.headers.get("Content-Encoding") == ("gzip" if coded else None)
@@ -105,7 +100,7 @@ async def test_accept_encoding_is_honoured(client: Client, accept: str, coded: b
 async def test_the_gzip_representation_has_its_own_strong_etag(client: Client) -> None:
     user = await _user_with_orders(client)
     path = f"/users/{user['id']}"
-    port = _port(client)
+    port = client_port(client)
     plain = await exchange(port, "GET", path)
     coded = await exchange(port, "GET", path, {"Accept-Encoding": "gzip"})
     identity_tag, gzip_tag = plain.headers["ETag"], coded.headers["ETag"]
@@ -133,7 +128,7 @@ async def test_the_gzip_representation_has_its_own_strong_etag(client: Client) -
 
 async def test_small_bodies_and_head_answers_are_not_compressed(client: Client) -> None:
     user = await _user_with_orders(client)
-    port = _port(client)
+    port = client_port(client)
     gzip_ok = {"Accept-Encoding": "gzip"}
     small = await exchange(port, "GET", "/health/live", gzip_ok)
     assert small.status == 200
@@ -162,14 +157,16 @@ async def test_compression_settings(
         client = await _client_with(aiohttp_client, {**test_env, **env})
         user = await _user_with_orders(client, orders=3)
         response = await exchange(
-            _port(client), "GET", f"/users/{user['id']}", {"Accept-Encoding": "gzip"}
+            client_port(client), "GET", f"/users/{user['id']}", {"Accept-Encoding": "gzip"}
         )
         assert response.status == 200
         assert "Content-Encoding" not in response.headers, env
         assert "Vary" not in response.headers, env
         await client.close()
     client = await _client_with(aiohttp_client, {**test_env, "COMPRESS_MIN_BYTES": "10"})
-    response = await exchange(_port(client), "GET", "/health/live", {"Accept-Encoding": "gzip"})
+    response = await exchange(
+        client_port(client), "GET", "/health/live", {"Accept-Encoding": "gzip"}
+    )
     assert response.headers["Content-Encoding"] == "gzip"
     assert orjson.loads(gzip.decompress(response.body)) == {"status": "ok"}
     for bad in ({"COMPRESS_LEVEL": "0"}, {"COMPRESS_MIN_BYTES": "0"}, {"COMPRESSION": "maybe"}):
@@ -183,13 +180,13 @@ async def test_a_cached_representation_is_compressed_once(
     client = await _client_with(aiohttp_client, {**test_env, "CACHE_BACKEND": "memory"})
     user = await _user_with_orders(client, orders=5)
     path = f"/users/{user['id']}"
-    first = await exchange(_port(client), "GET", path, {"Accept-Encoding": "gzip"})
-    second = await exchange(_port(client), "GET", path, {"Accept-Encoding": "gzip"})
+    first = await exchange(client_port(client), "GET", path, {"Accept-Encoding": "gzip"})
+    second = await exchange(client_port(client), "GET", path, {"Accept-Encoding": "gzip"})
     assert first.body == second.body
     assert client.app is not None
     compression = client.app[COMPRESSION]
-    plain = (await exchange(_port(client), "GET", path)).body
+    plain = (await exchange(client_port(client), "GET", path)).body
     assert compression.gzip(plain) is compression.gzip(plain)
     assert gzip.decompress(compression.gzip(plain)) == plain
-    page = (await exchange(_port(client), "GET", "/users?limit=100")).body
+    page = (await exchange(client_port(client), "GET", "/users?limit=100")).body
     assert compression.gzip(page, remember=False) is not compression.gzip(page, remember=False)

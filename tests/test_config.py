@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from service.settings.loading import default_config_dir, load_settings
 from service.settings.model import ConfigError, redact_url
+from tests.helpers.service import run_service
 
 PRODUCTION = {
     "SERVICE_ENV": "production",
@@ -84,14 +83,7 @@ def test_level_is_case_insensitive() -> None:
     [({"PORT": "abc"}, "PORT"), ({"CACHE_BACKEND": "foo"}, "CACHE_BACKEND")],
 )
 def test_cli_exits_2_with_one_line_and_no_traceback(env: dict[str, str], key: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "service"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_service({**os.environ, **env})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1

@@ -20,13 +20,14 @@ import pytest
 from service.server.guard import ConnectionGuard, connection_cap
 from service.settings.loading import load_settings
 from service.settings.model import ConfigError, Settings
-from tests.rawhttp import Reader, Service, closed_within, connect, exchange, running_service
-from tests.servers import MongoServer
+from tests.helpers.api import PROBLEM
+from tests.helpers.http import Reader, closed_within, connect, send_bytes
+from tests.helpers.servers import MongoServer
+from tests.helpers.service import Service, running_service
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver
 
-PROBLEM = "application/problem+json"
 ECHO = b"zq-echo-marker"  # what a refused request carries, and its answer must not
 
 
@@ -179,7 +180,7 @@ def test_what_the_parser_refuses_is_answered_as_problem_json(service: Service, n
     data, status = PARSER_ERRORS[name]
     before = service.count(status)
     log_start = len(service.log())
-    response = exchange(service.port, data)
+    response = send_bytes(service.port, data)
     assert response.status == status, response
     assert response.headers["content-type"] == PROBLEM
     assert json.loads(response.body)["status"] == status
@@ -225,7 +226,7 @@ def test_bodies_that_trickle_in_take_no_in_flight_slot(
             )
         time.sleep(0.5)  # let the server take them all in
         statuses = [
-            exchange(service.port, b"GET /users?limit=1 HTTP/1.1\r\nHost: t\r\n\r\n").status
+            send_bytes(service.port, b"GET /users?limit=1 HTTP/1.1\r\nHost: t\r\n\r\n").status
             for _ in range(10)
         ]
         assert statuses == [200] * 10
@@ -249,7 +250,7 @@ def test_at_the_connection_cap_idle_connections_make_room_and_probes_answer(
             sock.sendall(b"GET /users HTTP/1.1\r\nHost: t\r\n")  # and never the rest
             slow.append(sock)
         for _ in range(10):
-            assert exchange(service.port, GET_LIVE).status == 200
+            assert send_bytes(service.port, GET_LIVE).status == 200
         # The oldest slow heads were closed to make room: no more than the cap are held.
         still_open = sum(not closed_within(sock, 0.05) for sock in slow)
         assert still_open <= 20, still_open
@@ -310,7 +311,7 @@ def test_connections_closed_at_the_cap_mid_body_leave_no_traceback(
                         b'Content-Length: 60\r\n\r\n{"na'
                     )
                 time.sleep(0.3)
-            assert exchange(service.port, GET_LIVE).status == 200
+            assert send_bytes(service.port, GET_LIVE).status == 200
         assert _eventually(lambda: service.count(408, route="/users") >= 60)
         log = service.log()
         assert "Traceback" not in log, log[-3000:]

@@ -17,8 +17,8 @@ from aiohttp import web
 from service.app import create_app
 from service.settings.loading import load_settings
 from service.settings.model import ConfigError
-from tests.conftest import AiohttpClient, Client, ready_client
-from tests.http_clients import curl, exchange
+from tests.helpers.app import AiohttpClient, Client, client_port, ready_client
+from tests.helpers.http import curl, exchange
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver
@@ -51,13 +51,8 @@ async def cors_client(aiohttp_client: AiohttpClient, test_env: dict[str, str]) -
     return await _cors_client(aiohttp_client, test_env)
 
 
-def _port(client: Client) -> int:
-    assert client.port is not None
-    return client.port
-
-
 async def test_cors_is_off_by_default(client: Client) -> None:
-    port = _port(client)
+    port = client_port(client)
     preflight = await exchange(port, "OPTIONS", "/users", _preflight("POST"))
     assert preflight.status == 405
     assert set(preflight.tokens("Allow")) == {"GET", "HEAD", "POST"}
@@ -69,7 +64,7 @@ async def test_cors_is_off_by_default(client: Client) -> None:
 
 
 async def test_preflight_from_an_allowed_origin(cors_client: Client) -> None:
-    port = _port(cors_client)
+    port = client_port(cors_client)
     asked = _preflight("PATCH", "authorization, content-type, if-match")
     response = await exchange(port, "OPTIONS", "/users/u1", asked)
     assert response.status == 204  # no Authorization: a preflight never carries one
@@ -105,7 +100,7 @@ async def test_preflight_from_an_allowed_origin(cors_client: Client) -> None:
 async def test_refused_preflights_get_405_without_permission(
     cors_client: Client, path: str, asked: dict[str, str]
 ) -> None:
-    response = await exchange(_port(cors_client), "OPTIONS", path, asked)
+    response = await exchange(client_port(cors_client), "OPTIONS", path, asked)
     assert response.status == 405
     assert set(response.tokens("Allow")) == {"GET", "HEAD", "POST"}
     assert response.headers["Content-Type"] == "application/problem+json"
@@ -115,13 +110,13 @@ async def test_refused_preflights_get_405_without_permission(
 
 
 async def test_a_preflight_for_no_such_url_is_404(cors_client: Client) -> None:
-    response = await exchange(_port(cors_client), "OPTIONS", "/nowhere", _preflight("GET"))
+    response = await exchange(client_port(cors_client), "OPTIONS", "/nowhere", _preflight("GET"))
     assert response.status == 404
     assert "Access-Control-Allow-Methods" not in response.headers
 
 
 async def test_actual_responses_name_the_origin_and_expose_headers(cors_client: Client) -> None:
-    port = _port(cors_client)
+    port = client_port(cors_client)
     body = b'{"name": "Ada", "email": "ada@example.com"}'
     headers = {
         "Origin": APP,
@@ -146,7 +141,7 @@ async def test_preflights_skip_authentication_and_errors_are_readable(
     aiohttp_client: AiohttpClient, test_env: dict[str, str]
 ) -> None:
     client = await _cors_client(aiohttp_client, {**test_env, "AUTH_READS": "true"})
-    port = _port(client)
+    port = client_port(client)
     preflight = await exchange(port, "OPTIONS", "/users", _preflight("GET", "authorization"))
     assert preflight.status == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == APP

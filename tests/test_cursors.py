@@ -10,8 +10,6 @@ import hmac
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,9 +23,10 @@ from service.app import create_app
 from service.settings.loading import load_settings
 from service.settings.model import ConfigError, PagingSettings, Settings
 from service.storage.mongo import Mongo
-from tests.api import checked
-from tests.conftest import AiohttpClient, Client, ready_client
-from tests.servers import free_port, wait_for_port
+from tests.helpers.api import checked
+from tests.helpers.app import AiohttpClient, Client, ready_client
+from tests.helpers.servers import free_port, wait_for_port
+from tests.helpers.service import run_service, spawn_service
 
 SECRET_A = "first-cursor-secret-for-tests"
 SECRET_B = "second-cursor-secret-for-test"
@@ -110,14 +109,7 @@ async def test_without_a_secret_development_generates_one_and_says_so(
 def test_production_refuses_to_start_without_a_secret() -> None:
     with pytest.raises(ConfigError, match=r"^CURSOR_SECRET: production needs it set"):
         load_settings(PRODUCTION)
-    result = subprocess.run(
-        [sys.executable, "-m", "service"],
-        env={**os.environ, **PRODUCTION},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_service({**os.environ, **PRODUCTION})
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "CURSOR_SECRET" in result.stderr
@@ -140,9 +132,6 @@ def test_secrets_never_show_when_settings_are_printed() -> None:
     assert settings.paging.cursor_secret_previous == SECRET_B
     assert SECRET_A not in repr(settings)
     assert SECRET_B not in repr(settings)
-
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _http(method: str, url: str, body: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -169,11 +158,7 @@ def test_gunicorn_workers_share_the_secret_it_generated(
     env.update({"PORT": str(port), "WEB_CONCURRENCY": "2", "SHUTDOWN_DRAIN_SECONDS": "0",
                 "METRICS_DIR": str(tmp_path / "metrics")})  # fmt: skip
     log = tmp_path / "gunicorn.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    process = spawn_service("gunicorn", env, log)
     try:
         wait_for_port(port, process=process)
         base = f"http://127.0.0.1:{port}"

@@ -8,45 +8,25 @@ import dataclasses
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 import pymongo
-from aiohttp import web
 
 from service.app import create_app
 from service.settings.loading import default_config_dir, load_settings
 from service.settings.model import RetrySettings, Settings
 from service.storage.mongo import MONGO, MONGO_LISTENERS, Document, Mongo
-from service.storage.retry import ANSWER_RESERVE_SECONDS, RETRY_POLICY, RetryPolicy, deadline_var
-from tests.conftest import (
-    AiohttpClient,
-    Client,
-    CommandRecorder,
-    FailPoint,
-    ready_client,
-)
-from tests.servers import MongoServer, free_port, wait_for_port
+from service.storage.retry import ANSWER_RESERVE_SECONDS, RetryPolicy, deadline_var
+from tests.helpers.app import AiohttpClient, Client, ready_client, retries
+from tests.helpers.http import until_ready
+from tests.helpers.mongo import CommandRecorder, FailPoint
+from tests.helpers.servers import MongoServer, free_port, wait_for_port
+from tests.helpers.service import spawn_service
 
-ROOT = Path(__file__).resolve().parents[1]
 BURST = 12  # more than Motor's thread pool on this machine (5 per core)
 USER = {"_id": "u1", "name": "A", "email": "a@example.com", "version": 0}
-
-
-def outstanding(recorder: CommandRecorder) -> list[tuple[str, int]]:
-    """Commands the driver started and has not yet reported finished (either way)."""
-    with recorder._lock:
-        events = list(recorder.events)
-    finished = {request_id for kind, _, request_id in events if kind != "started"}
-    return [(n, i) for kind, n, i in events if kind == "started" and i not in finished]
-
-
-def retries(client: Client) -> int:
-    app: web.Application = client.app
-    return sum(app[RETRY_POLICY].counts.values())
 
 
 async def test_a_stalled_server_leaves_no_driver_work_behind(
@@ -74,7 +54,7 @@ async def test_a_stalled_server_leaves_no_driver_work_behind(
     assert {status for status, _ in answers} == {503}
     assert max(elapsed for _, elapsed in answers) < deadline + 0.5  # the watchdog's tick
     await asyncio.sleep(max(0.0, answered + 0.1 - time.monotonic()))
-    assert outstanding(recorder) == []
+    assert recorder.outstanding() == []
     started = recorder.started_names()
     assert started.count("find") > BURST, "each request should have tried more than once"
     # The stall cost retries, not a clog: the next request goes straight through.
@@ -123,7 +103,7 @@ async def test_the_server_stops_an_operation_past_its_budget(
     await asyncio.sleep(0.1)
     finds = recorder.started_names().count("find")
     assert finds >= settings.retry.max_tries
-    assert outstanding(recorder) == []
+    assert recorder.outstanding() == []
     assert [failure.get("code") for failure in recorder.failures] == [50] * finds
 
 
@@ -160,23 +140,12 @@ async def test_shutdown_does_not_wait_for_abandoned_calls(
            "SHUTDOWN_DRAIN_SECONDS": "0.3", "GRACEFUL_TIMEOUT_SECONDS": "10"}  # fmt: skip
     settings = load_settings(env)
     assert settings.mongo.socket_timeout_ms == 4500
-    with (tmp_path / "server.log").open("wb") as log:
-        process = subprocess.Popen(  # noqa: ASYNC220 - started once; waited for in a thread
-            [sys.executable, "-m", "service"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = spawn_service("python -m service", env, tmp_path / "server.log")
     try:
         wait_for_port(port, process=process)
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as session:
-            for _ in range(200):
-                async with session.get(f"{base}/health/ready") as ready:
-                    if ready.status == 200:
-                        break
-                await asyncio.sleep(0.05)
+            await until_ready(session, base)
             async with session.post(f"{base}/users", json={"name": "A", "email": "a@x.io"}) as r:
                 assert r.status == 201
                 path = f"{base}/users/{(await r.json())['id']}"

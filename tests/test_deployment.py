@@ -20,9 +20,9 @@ import yaml
 from service.http.routes import ENDPOINTS
 from service.settings.loading import load_settings
 from service.settings.model import Settings
-from tests.servers import free_port, wait_for_port
+from tests.helpers import ROOT
+from tests.helpers.servers import free_port, wait_for_port
 
-ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "config" / "kubernetes"
 KUBERNETES_VERSION = "1.30.0"
 

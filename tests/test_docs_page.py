@@ -13,7 +13,6 @@ import asyncio
 import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -27,13 +26,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.api import DOCUMENT
-from tests.servers import ServiceProcess, in_ci
+from tests.helpers import ROOT
+from tests.helpers.api import DOCUMENT
+from tests.helpers.servers import terminate
+from tests.helpers.service import ServiceProcess
+from tests.helpers.tools import require_command
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver
 
-ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT = ROOT / "tests" / "screenshots" / "docs.png"
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -42,16 +43,6 @@ CHROMIUM_FLAGS = (
     "--window-size=1280,1700", "--hide-scrollbars",
 )  # fmt: skip
 WAIT_SECONDS = 60.0  # generous: two cores shared with the rest of the suite
-
-
-def _chromium() -> str:
-    binary = shutil.which("chromium")
-    if binary is None:
-        message = "chromium is not installed: `sudo apt-get install chromium`"
-        if in_ci():
-            pytest.fail(f"{message} (CI must not skip it)")
-        pytest.skip(message)
-    return binary
 
 
 class DevTools:
@@ -123,7 +114,12 @@ def devtools_port(tmp_path: Path) -> Iterator[int]:
     log_path = tmp_path / "chromium.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            [
+                require_command("chromium", "chromium"),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -136,12 +132,7 @@ def devtools_port(tmp_path: Path) -> Iterator[int]:
             time.sleep(0.1)
         yield int(port_file.read_text().splitlines()[0])
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, timeout=20)
 
 
 @pytest.fixture

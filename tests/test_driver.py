@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 from importlib.metadata import version
-from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -20,9 +19,8 @@ from pymongo import AsyncMongoClient
 from service.settings.loading import load_settings
 from service.settings.model import ConfigError, MongoDriver, Settings
 from service.storage.mongo import Mongo
-from tests.conftest import AiohttpClient, Client
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+from tests.helpers.app import AiohttpClient, Client
 
 
 async def test_the_setting_picks_the_client(settings: Settings, mongo_driver: MongoDriver) -> None:

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from service.http.routes import add_route
-from tests.conftest import AiohttpClient
+from tests.helpers.app import AiohttpClient
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver

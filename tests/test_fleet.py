@@ -18,8 +18,8 @@ import pytest
 
 from bench.fleet import Fleet, rollout_budget
 from service.observability.metric_specs import LATENCY_BUCKETS
-from tests.conftest import require_command
-from tests.servers import MongoServer, RedisServer
+from tests.helpers.servers import MongoServer, RedisServer
+from tests.helpers.tools import require_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 

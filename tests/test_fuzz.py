@@ -47,7 +47,7 @@ from service.http.routes import ENDPOINTS
 from service.seed import seed, seed_id
 from service.settings.loading import load_settings
 from service.storage.mongo import MONGO
-from tests.conftest import CURSOR_SECRET
+from tests.helpers.app import CURSOR_SECRET
 
 T = TypeVar("T")
 OperationCase = Case[APIOperation[Any, Any, Any, Any]]

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from tests.servers import VENV_BIN, ServiceProcess
+from tests.helpers.servers import VENV_BIN
+from tests.helpers.service import ServiceProcess, run_service
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "client-writer-token-0123456789"
 PACKAGE = "user_service_client"
 
@@ -43,10 +43,9 @@ def service(tmp_path: Path, test_env: dict[str, str]) -> Iterator[ServiceProcess
 @pytest.fixture
 def generated(service: ServiceProcess, tmp_path: Path) -> Iterator[ModuleType]:
     """The generated package, imported from the temporary directory and forgotten after."""
-    document = subprocess.run(
-        [sys.executable, "-m", "service", "openapi"],
-        cwd=ROOT, env=service.env, capture_output=True, text=True, check=True, timeout=60,
-    ).stdout  # fmt: skip
+    printed = run_service(service.env, "openapi", timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    document = printed.stdout
     path = tmp_path / "openapi.json"
     path.write_text(document)
     output = tmp_path / "generated" / PACKAGE

@@ -7,28 +7,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from tests.servers import MongoServer, free_port, wait_for_port
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "gunicorn exited before it was ready"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - http
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} never answered 200")
+from tests.helpers.servers import MongoServer, free_port, wait_for_port
+from tests.helpers.service import spawn_service, wait_answered
 
 
 def _wait_for_two_workers(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -61,19 +45,12 @@ def test_sigterm_closes_each_listening_socket_once(
         "HOME": str(home),  # where gunicorn's control socket would go
     }
     log_path = tmp_path / "gunicorn.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = spawn_service("gunicorn", env, log_path)
     try:
         wait_for_port(port, process=process)
         # Both workers have bound the metrics port (SO_REUSEPORT) once each answers.
-        _wait_ready(f"http://127.0.0.1:{port}/health/live", process)
-        _wait_ready(f"http://127.0.0.1:{metrics_port}/metrics", process)
+        wait_answered(f"http://127.0.0.1:{port}/health/live", timeout=60, process=process)
+        wait_answered(f"http://127.0.0.1:{metrics_port}/metrics", timeout=60, process=process)
         _wait_for_two_workers(f"http://127.0.0.1:{metrics_port}/metrics", process)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0

@@ -7,22 +7,16 @@ metrics, access log). A 405 names every allowed method, HEAD wherever GET is all
 
 from __future__ import annotations
 
-import dataclasses
-import io
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from service.app import create_app
-from service.observability.access_log import ACCESS_LOG
 from service.settings.loading import load_settings
-from service.settings.model import Settings
-from tests.conftest import AiohttpClient, Client
-from tests.http_clients import RawResponse, curl, exchange
-from tests.servers import free_port
+from tests.helpers.app import AiohttpClient, Client, access_lines, json_log_app
+from tests.helpers.http import RawResponse, curl, exchange
+from tests.helpers.servers import free_port
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver
@@ -110,22 +104,12 @@ async def test_405_allow_lists_head_wherever_get_is_allowed(client: Client) -> N
             assert response.headers["Content-Type"] == "application/problem+json"
 
 
-def _observed_app(settings: Settings) -> web.Application:
-    app = create_app(
-        dataclasses.replace(
-            settings, log=dataclasses.replace(settings.log, format="json", level="INFO")
-        )
-    )
-    app[ACCESS_LOG].stream = io.StringIO()
-    return app
-
-
 async def test_head_is_counted_logged_and_authorized_like_get(
     aiohttp_client: AiohttpClient, test_env: dict[str, str]
 ) -> None:
     reader = "reader-token-0123456789"
     settings = load_settings({**test_env, "API_TOKENS": f"{reader}:read", "AUTH_READS": "true"})
-    app = _observed_app(settings)
+    app = json_log_app(settings)
     client = await aiohttp_client(app)
     port = client.port
     assert port is not None
@@ -143,11 +127,7 @@ async def test_head_is_counted_logged_and_authorized_like_get(
     ]
     assert any('route="/users"' in line and 'status="200"' in line for line in counted), counted
     assert any('route="/users"' in line and 'status="401"' in line for line in counted), counted
-    access = app[ACCESS_LOG]
-    assert isinstance(access.stream, io.StringIO)
-    access.flush()
-    lines = [json.loads(line) for line in access.stream.getvalue().splitlines()]
-    heads = [(line["method"], line["route"], line["status"]) for line in lines]
+    heads = [(line["method"], line["route"], line["status"]) for line in access_lines(app)]
     assert ("HEAD", "/users", 401) in heads
     assert ("HEAD", "/users", 200) in heads
 

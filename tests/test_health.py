@@ -12,8 +12,8 @@ from service.app import create_app
 from service.server.lifecycle import LIFECYCLE
 from service.settings.model import Settings
 from service.storage.mongo import MONGO
-from tests.conftest import AiohttpClient, Client, wait_until
-from tests.servers import MongoServer, free_port
+from tests.helpers.app import AiohttpClient, Client, wait_until
+from tests.helpers.servers import MongoServer, free_port
 
 
 def _pointed_at(settings: Settings, url: str) -> Settings:

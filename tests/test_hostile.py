@@ -21,13 +21,13 @@ import pytest
 from service.domain.cursors import Cursors
 from service.domain.validation import MAX_JSON_DEPTH
 from service.storage.mongo import Document, Mongo
-from tests.api import checked
-from tests.conftest import CURSOR_SECRET, Client, CommandRecorder
+from tests.helpers.api import PROBLEM, checked
+from tests.helpers.app import CURSOR_SECRET, Client
+from tests.helpers.mongo import CommandRecorder
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver
 
-PROBLEM = "application/problem+json"
 KIB = 1024
 
 encode_cursor = Cursors(CURSOR_SECRET.encode()).encode  # the app under test signs alike

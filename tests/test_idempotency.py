@@ -15,7 +15,8 @@ import pytest
 
 from service.settings.model import Settings
 from service.storage.mongo import Mongo
-from tests.conftest import Client, FailPoint
+from tests.helpers.app import Client
+from tests.helpers.mongo import FailPoint
 
 BODY_USER = {"name": "Ada", "email": "ada@example.com"}
 
@@ -33,13 +34,6 @@ async def _retry_until_answered(
             return response.status, await response.json(), statuses
         assert "Retry-After" in response.headers
         await asyncio.sleep(0.2)
-
-
-async def _path_and_body(client: Client, route: str) -> tuple[str, dict[str, Any], str]:
-    if route == "users":
-        return "/users", BODY_USER, "users"
-    user = await (await client.post("/users", json={"name": "B", "email": "b@x.io"})).json()
-    return f"/users/{user['id']}/orders", {"amount": 7}, "orders"
 
 
 @pytest.mark.parametrize("collection", ["users", "orders"])

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import configparser
 import re
-from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 def _locked(name: str) -> dict[str, str]:

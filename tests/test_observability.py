@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import io
 import json
@@ -12,49 +11,22 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from service.app import create_app
 from service.observability.access_log import ACCESS_LOG
 from service.settings.loading import load_settings
 from service.settings.model import Settings
-from tests.conftest import AiohttpClient, Client, FailPoint, ready_client
-from tests.servers import MongoServer, RedisServer, free_port, wait_for_port
-
-ROOT = Path(__file__).resolve().parents[1]
-_SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>.*)\})? (?P<value>\S+)")
-
-
-def parse(text: str) -> list[tuple[str, dict[str, str], float]]:
-    samples = []
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match is None:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group("labels") or ""))
-        samples.append((match.group("name"), labels, float(match.group("value"))))
-    return samples
-
-
-def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
-    return sum(
-        value for sample, have, value in samples
-        if sample == name and all(have.get(k) == v for k, v in labels.items())
-    )  # fmt: skip
-
-
-async def scrape(client: Client) -> list[tuple[str, dict[str, str], float]]:
-    response = await client.get("/metrics")
-    assert response.status == 200
-    assert response.content_type == "text/plain"
-    return parse(await response.text())
+from tests.helpers.app import AiohttpClient, Client, access_lines, json_log_app, ready_client
+from tests.helpers.http import until_ready
+from tests.helpers.metrics import both_workers_published, parse, replace_a_worker, scrape, total
+from tests.helpers.mongo import FailPoint
+from tests.helpers.servers import MongoServer, RedisServer, free_port, wait_for_port
+from tests.helpers.service import spawn_service, two_gunicorn_workers, worker_pids
 
 
 async def test_request_metrics_use_route_templates_and_skip_metrics(client: Client) -> None:
@@ -124,34 +96,14 @@ async def test_prometheus_content_negotiation(client: Client, accept: str) -> No
     assert "# TYPE http_requests_total counter" in await response.text()
 
 
-async def _access_lines(client: Client) -> list[dict[str, object]]:
-    """What the app's access log has written, flushed now rather than at the next tick."""
-    app = client.app
-    assert app is not None
-    access = app[ACCESS_LOG]
-    assert isinstance(access.stream, io.StringIO)
-    access.flush()
-    return [json.loads(line) for line in access.stream.getvalue().splitlines()]
-
-
-def _json_log_app(settings: Settings) -> web.Application:
-    app = create_app(
-        dataclasses.replace(
-            settings, log=dataclasses.replace(settings.log, format="json", level="INFO")
-        )
-    )
-    app[ACCESS_LOG].stream = io.StringIO()
-    return app
-
-
 async def test_access_log_lines_are_structured(
     aiohttp_client: AiohttpClient, settings: Settings
 ) -> None:
-    client = await aiohttp_client(_json_log_app(settings))
+    client = await aiohttp_client(json_log_app(settings))
     response = await client.get("/users/nobody", headers={"X-Request-ID": "req-42"})
     await client.get("/metrics")
     assert response.status == 404
-    lines = await _access_lines(client)
+    lines = access_lines(client.app)
     assert len(lines) == 1  # the scrape is not logged
     entry = lines[0]
     keys = ("logger", "level", "method", "route", "status", "request_id")
@@ -170,7 +122,7 @@ async def test_access_log_lines_are_structured(
 async def test_access_lines_are_written_in_batches_without_being_asked(
     aiohttp_client: AiohttpClient, settings: Settings
 ) -> None:
-    app = _json_log_app(settings)
+    app = json_log_app(settings)
     client = await aiohttp_client(app)
     await client.get("/health/live")
     stream = app[ACCESS_LOG].stream
@@ -189,9 +141,9 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
     remotes = []
     for trusted in ("", "127.0.0.1,10.0.0.0/8"):
         settings = load_settings({**test_env, "TRUSTED_PROXIES": trusted})
-        client = await aiohttp_client(_json_log_app(settings))
+        client = await aiohttp_client(json_log_app(settings))
         await client.get("/health/live", headers=forwarded)
-        remotes.append((await _access_lines(client))[0]["remote"])
+        remotes.append((access_lines(client.app))[0]["remote"])
     assert remotes == ["127.0.0.1", "203.0.113.9"]
 
 
@@ -222,9 +174,7 @@ def _json_log_line_of_a_request(test_env: dict[str, str], tmp_path: Path) -> dic
     port = free_port()
     env = {**os.environ, **test_env, "PORT": str(port), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
     log = tmp_path / "service.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    process = spawn_service("python -m service", env, log)
     try:
         wait_for_port(port, process=process)
         subprocess.run(["python3", "-c", f"import urllib.request as u; u.urlopen('http://127.0.0.1:{port}/health/live')"],
@@ -249,34 +199,11 @@ def test_production_style_logs_are_one_json_object_per_line(
     assert len(str(entry["request_id"])) == 32
 
 
-@contextlib.contextmanager
-def _gunicorn(
-    env: dict[str, str], redis_server: RedisServer, tmp_path: Path
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """gunicorn with two workers on the suite's servers (`env` overrides the defaults here);
-    yields its base URL and master."""
-    port = free_port()
-    env = {**os.environ, "WEB_CONCURRENCY": "2", "CACHE_BACKEND": "redis",
-           "REDIS_URL": redis_server.url, "METRICS_DIR": str(tmp_path / "metrics"),
-           "SHUTDOWN_DRAIN_SECONDS": "0.5", **env, "PORT": str(port)}  # fmt: skip
-    with (tmp_path / "gunicorn.log").open("wb") as out:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        wait_for_port(port, process=process)
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
 @pytest.fixture
 def gunicorn_two_workers(
     mongo_server: MongoServer, redis_server: RedisServer, test_env: dict[str, str], tmp_path: Path
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    with _gunicorn(test_env, redis_server, tmp_path) as running:
+    with two_gunicorn_workers(test_env, redis_server, tmp_path) as running:
         yield running
 
 
@@ -307,45 +234,22 @@ async def test_metrics_port_is_shared_by_gunicorn_workers(
 ) -> None:
     metrics_port = free_port()
     env = {**test_env, "METRICS_PORT": str(metrics_port)}
-    with _gunicorn(env, redis_server, tmp_path) as (base, master):
+    with two_gunicorn_workers(env, redis_server, tmp_path) as (base, master):
         wait_for_port(metrics_port, process=master)
         connector = aiohttp.TCPConnector(force_close=True)
         async with aiohttp.ClientSession(connector=connector) as http:
-            for _ in range(50):
-                async with http.get(f"{base}/health/ready") as ready:
-                    if ready.status == 200:
-                        break
-                await asyncio.sleep(0.1)
+            await until_ready(http, base)
             async with http.get(f"{base}/metrics") as hidden:
                 assert hidden.status == 404
-            pids = await _both_workers_published(http, f"http://127.0.0.1:{metrics_port}")
-            workers = _worker_pids(master.pid)
+            pids = await both_workers_published(http, f"http://127.0.0.1:{metrics_port}")
+            workers = worker_pids(master.pid)
             for _ in range(10):  # new connections: the kernel spreads them over both sockets
                 async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as scrape:
                     assert scrape.status == 200
         # A worker that could not bind the port would have died at start-up and been replaced.
         assert len(workers) == 2
-        assert _worker_pids(master.pid) == workers
+        assert worker_pids(master.pid) == workers
         assert pids == {str(pid) for pid in workers}
-
-
-async def _both_workers_published(http: aiohttp.ClientSession, base: str) -> set[str]:
-    """Wait until a scrape shows two workers' process gauges: both have booted."""
-    deadline = time.monotonic() + 20
-    pids: set[str] = set()
-    while len(pids) < 2:
-        assert time.monotonic() < deadline, pids
-        async with http.get(f"{base}/metrics") as scrape:
-            assert scrape.status == 200
-            samples = parse(await scrape.text())
-        pids = {s[1]["pid"] for s in samples if s[0] == "process_start_time_seconds"}
-        await asyncio.sleep(0.1)
-    return pids
-
-
-def _worker_pids(master: int) -> list[int]:
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return [int(pid) for pid in children]
 
 
 async def test_gunicorn_scrapes_add_up_over_workers_and_restarts(
@@ -354,12 +258,8 @@ async def test_gunicorn_scrapes_add_up_over_workers_and_restarts(
     base, master = gunicorn_two_workers
     # force_close: a new connection per request, so the kernel spreads them over workers.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-        for _ in range(100):
-            async with http.get(f"{base}/health/ready") as ready:
-                if ready.status == 200:
-                    break
-            await asyncio.sleep(0.1)
-        await _both_workers_published(http, base)
+        await until_ready(http, base)
+        await both_workers_published(http, base)
         async with http.post(f"{base}/users", json={"name": "A", "email": "a@example.com"}) as r:
             path = f"{base}/users/{(await r.json())['id']}"
 
@@ -380,12 +280,7 @@ async def test_gunicorn_scrapes_add_up_over_workers_and_restarts(
                 seen_pids |= pids
         assert len(seen_pids) == 2  # both workers published and were summed
 
-        victim = _worker_pids(master.pid)[0]
-        os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while victim in _worker_pids(master.pid) or len(_worker_pids(master.pid)) < 2:
-            assert time.monotonic() < deadline, "gunicorn did not replace the worker"
-            await asyncio.sleep(0.2)
+        victim = await replace_a_worker(master, timeout=20)
         for _ in range(6):
             counted, pids = await count()
             assert counted == sent  # the dead worker's requests are still counted

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,10 @@ from service.app import create_app
 from service.http.openapi import build_document
 from service.http.routes import ENDPOINTS
 from service.settings.loading import load_settings
-from tests.conftest import AiohttpClient, ready_client
-from tests.servers import VENV_BIN
+from tests.helpers.app import AiohttpClient, ready_client
+from tests.helpers.servers import VENV_BIN
+from tests.helpers.service import run_service
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "openapi-writer-token-0123456789"
 CONFIGURATIONS = {
     "open": {},
@@ -35,15 +34,8 @@ CONFIGURATIONS = {
 
 
 def printed_document(env: dict[str, str]) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "service", "openapi"],
-        cwd=ROOT,
-        env={**os.environ, "SERVICE_ENV": "test", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = run_service({**os.environ, "SERVICE_ENV": "test", **env}, "openapi", timeout=60)
+    assert result.returncode == 0, result.stderr
     document: dict[str, Any] = json.loads(result.stdout)
     return document
 

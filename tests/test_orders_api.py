@@ -10,19 +10,13 @@ from aiohttp import web
 
 from service.http.routes import ENDPOINTS
 from service.storage.mongo import Mongo
-from tests.api import DOCUMENT, checked
-from tests.conftest import Client, CommandRecorder
-from tests.test_users_api import create
-
-
-async def place(client: Client, user_id: str, body: dict[str, Any] | None = None) -> Any:
-    response = await client.post(f"/users/{user_id}/orders", json=body or {"amount": 1999})
-    assert response.status == 201, await response.text()
-    return await checked(response, "POST", "/users/{user_id}/orders")
+from tests.helpers.api import DOCUMENT, checked, create_user, place_order
+from tests.helpers.app import Client
+from tests.helpers.mongo import CommandRecorder
 
 
 async def test_create_and_read_an_order(client: Client) -> None:
-    user = await create(client)
+    user = await create_user(client)
     body = {"amount": 1999, "currency": "EUR", "items": [{"sku": "BOOK-1", "quantity": 2}]}
     response = await client.post(f"/users/{user['id']}/orders", json=body)
     assert response.status == 201
@@ -41,8 +35,8 @@ async def test_create_and_read_an_order(client: Client) -> None:
 
 
 async def test_defaults_and_bounds(client: Client) -> None:
-    user = await create(client)
-    order = await place(client, user["id"], {"amount": 10**12})
+    user = await create_user(client)
+    order = await place_order(client, user["id"], {"amount": 10**12})
     assert order["currency"] == "USD"
     assert order["items"] == []
 
@@ -68,7 +62,7 @@ async def test_defaults_and_bounds(client: Client) -> None:
 async def test_invalid_orders_are_400(
     client: Client, mongo: Mongo, body: dict[str, Any], pointers: list[str]
 ) -> None:
-    user = await create(client)
+    user = await create_user(client)
     response = await client.post(f"/users/{user['id']}/orders", json=body)
     assert response.status == 400
     problem = await checked(response, "POST", "/users/{user_id}/orders")
@@ -87,8 +81,8 @@ async def test_orders_for_unknown_users_are_404(client: Client, mongo: Mongo) ->
 
 
 async def test_order_pages_are_newest_first_and_complete(client: Client) -> None:
-    user = await create(client)
-    placed = [await place(client, user["id"], {"amount": 100 + i}) for i in range(7)]
+    user = await create_user(client)
+    placed = [await place_order(client, user["id"], {"amount": 100 + i}) for i in range(7)]
     seen: list[dict[str, Any]] = []
     url = f"/users/{user['id']}/orders?limit=3"
     while url:
@@ -124,7 +118,7 @@ async def test_idempotency_key_must_be_visible_ascii(client: Client) -> None:
 
 
 async def test_concurrent_repeats_create_exactly_one_order(client: Client, mongo: Mongo) -> None:
-    user = await create(client)
+    user = await create_user(client)
     headers = {"Idempotency-Key": "order-42"}
     responses = await asyncio.gather(
         *(client.post(f"/users/{user['id']}/orders", json={"amount": 42}, headers=headers)
@@ -140,7 +134,7 @@ async def test_failed_attempts_release_the_key(client: Client, mongo: Mongo) -> 
     missing = await client.post("/users/ghost/orders", json={"amount": 1}, headers=headers)
     assert missing.status == 404
     assert await mongo.orders.count_documents({}) == 0
-    user = await create(client)
+    user = await create_user(client)
     ok = await client.post(f"/users/{user['id']}/orders", json={"amount": 1}, headers=headers)
     assert ok.status == 201  # the same key on another user's route is another key
 
@@ -170,7 +164,7 @@ async def test_every_route_is_documented_and_every_document_path_is_served(
 async def test_operator_bodies_are_strings_or_rejected(
     client: Client, mongo: Mongo, recorder: CommandRecorder
 ) -> None:
-    await create(client, email="victim@example.com")
+    await create_user(client, email="victim@example.com")
     recorder.clear()
     attempts = [
         {"name": "x", "email": {"$ne": None}},

@@ -16,11 +16,9 @@ from typing import Any
 import pytest
 
 from service.storage.mongo import Mongo
-from tests.api import checked
-from tests.conftest import Client
-from tests.http_clients import curl, exchange
-
-PROBLEM = "application/problem+json"
+from tests.helpers.api import PROBLEM, checked
+from tests.helpers.app import Client
+from tests.helpers.http import curl, exchange
 
 
 async def _user(client: Client) -> tuple[dict[str, Any], str]:

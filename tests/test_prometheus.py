@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
-import signal
 import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import pytest
@@ -21,9 +19,17 @@ import pytest
 from service.observability.metric_specs import SPECS
 from service.observability.metrics import Metrics
 from service.observability.scrape import exposition
-from tests.conftest import Client, require_command
-from tests.servers import MongoServer, RedisServer, ServerProcess, free_port, wait_for_port
-from tests.test_observability import _both_workers_published, _gunicorn, _worker_pids, parse
+from tests.helpers.app import Client
+from tests.helpers.metrics import (
+    PrometheusApi,
+    PrometheusServer,
+    both_workers_published,
+    parse,
+    replace_a_worker,
+)
+from tests.helpers.servers import MongoServer, RedisServer, free_port, wait_for_port
+from tests.helpers.service import two_gunicorn_workers
+from tests.helpers.tools import require_command
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver
@@ -102,29 +108,18 @@ async def _scrape(http: aiohttp.ClientSession, url: str) -> str:
         return await response.text()
 
 
-async def _replace_a_worker(master: subprocess.Popen[bytes]) -> int:
-    """SIGKILL one worker and wait for gunicorn to start another in its place."""
-    victim = _worker_pids(master.pid)[0]
-    os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while victim in _worker_pids(master.pid) or len(_worker_pids(master.pid)) < 2:
-        assert time.monotonic() < deadline, "gunicorn did not replace the worker"
-        await asyncio.sleep(0.2)
-    return victim
-
-
 async def test_promtool_accepts_the_gunicorn_exposition(
     mongo_server: MongoServer, redis_server: RedisServer, test_env: dict[str, str], tmp_path: Path
 ) -> None:
     """Summed over two workers, and again once a dead worker's samples are in the archive."""
     require_command("promtool", "prometheus")
-    with _gunicorn(test_env, redis_server, tmp_path) as (base, master):
+    with two_gunicorn_workers(test_env, redis_server, tmp_path) as (base, master):
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-            await _both_workers_published(http, base)
+            await both_workers_published(http, base)
             for replaced in (False, True):
                 if replaced:
-                    await _replace_a_worker(master)
-                    await _both_workers_published(http, base)
+                    await replace_a_worker(master)
+                    await both_workers_published(http, base)
                 for _ in range(20):
                     async with http.get(f"{base}/users/nobody") as response:
                         assert response.status == 404
@@ -139,9 +134,9 @@ async def test_gunicorn_leaves_nothing_in_the_temporary_directory(
     temp = tmp_path / "tmp"
     temp.mkdir()
     env = {**test_env, "TMPDIR": str(temp), "METRICS_DIR": ""}
-    with _gunicorn(env, redis_server, tmp_path) as (base, _):
+    with two_gunicorn_workers(env, redis_server, tmp_path) as (base, _):
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-            await _both_workers_published(http, base)  # both have written their samples
+            await both_workers_published(http, base)  # both have written their samples
         (made,) = temp.iterdir()
         assert made.name.startswith("user-service-metrics-")
     assert list(temp.iterdir()) == []
@@ -155,41 +150,11 @@ async def test_gunicorn_removes_its_files_from_a_configured_directory(
     directory.mkdir()
     (directory / "not-ours.txt").write_text("kept")
     env = {**test_env, "METRICS_DIR": str(directory)}
-    with _gunicorn(env, redis_server, tmp_path) as (base, _):
+    with two_gunicorn_workers(env, redis_server, tmp_path) as (base, _):
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-            await _both_workers_published(http, base)
+            await both_workers_published(http, base)
         assert len(list(directory.glob("*.samples"))) == 2
     assert [path.name for path in directory.iterdir()] == ["not-ours.txt"]
-
-
-class PrometheusServer(ServerProcess):
-    """A real Prometheus scraping `targets` every second, its storage in `directory`."""
-
-    name = "prometheus"
-
-    def __init__(self, directory: Path, targets: list[str]) -> None:
-        super().__init__(directory)
-        config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-            "scrape_configs": [
-                {"job_name": "user-service", "static_configs": [{"targets": targets}]}
-            ],
-        }
-        self.config = directory / "prometheus.yml"
-        self.config.write_text(json.dumps(config))  # JSON is YAML
-
-    def command(self) -> list[str]:
-        return [
-            require_command("prometheus", "prometheus"),
-            f"--config.file={self.config}",
-            f"--storage.tsdb.path={self.directory / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--log.level=warn",
-        ]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 async def _eventually(
@@ -202,30 +167,6 @@ async def _eventually(
         if holds(value) or time.monotonic() > deadline:
             return value
         await asyncio.sleep(0.5)
-
-
-class PrometheusApi:
-    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
-        self.http = http
-        self.url = url
-
-    async def get(self, path: str, **params: str) -> Any:
-        async with self.http.get(f"{self.url}{path}", params=params) as response:
-            body = await response.json()
-        assert body["status"] == "success", body
-        return body["data"]
-
-    async def query(self, expr: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = (await self.get("/api/v1/query", query=expr))["result"]
-        return result
-
-    async def totals(self) -> dict[tuple[str, str], float]:
-        result = await self.query("sum by (route, status) (http_requests_total)")
-        return {(r["metric"]["route"], r["metric"]["status"]): float(r["value"][1]) for r in result}
-
-    async def ready(self) -> bool:
-        async with self.http.get(f"{self.url}/-/ready") as response:
-            return response.status == 200
 
 
 async def _send(http: aiohttp.ClientSession, base: str, user_path: str, sent: Sent) -> None:
@@ -243,7 +184,7 @@ async def test_prometheus_sees_exact_totals_across_a_worker_restart(
     require_command("prometheus", "prometheus")
     metrics_port = free_port()
     env = {**test_env, "METRICS_PORT": str(metrics_port)}
-    with _gunicorn(env, redis_server, tmp_path) as (base, master):
+    with two_gunicorn_workers(env, redis_server, tmp_path) as (base, master):
         wait_for_port(metrics_port, process=master)
         prometheus = PrometheusServer(tmp_path / "prometheus", [f"127.0.0.1:{metrics_port}"])
         prometheus.start()
@@ -253,7 +194,7 @@ async def test_prometheus_sees_exact_totals_across_a_worker_restart(
             ) as http:
                 api = PrometheusApi(http, prometheus.url)
                 assert await _eventually(api.ready, bool)
-                await _both_workers_published(http, f"http://127.0.0.1:{metrics_port}")
+                await both_workers_published(http, f"http://127.0.0.1:{metrics_port}")
                 sent: Sent = Counter()
                 async with http.post(f"{base}/users", json={"name": "A", "email": "a@b.io"}) as r:
                     sent[("/users", str(r.status))] += 1
@@ -261,7 +202,7 @@ async def test_prometheus_sees_exact_totals_across_a_worker_restart(
                 await _send(http, base, user_path, sent)
                 assert await _eventually(api.totals, dict(sent).__eq__) == dict(sent)
 
-                await _replace_a_worker(master)  # its counts now live in the archive
+                await replace_a_worker(master)  # its counts now live in the archive
                 await _send(http, base, user_path, sent)
                 assert await _eventually(api.totals, dict(sent).__eq__) == dict(sent)
                 assert sent[("/users/{user_id}", "200")] == 20

@@ -11,7 +11,7 @@ import yaml
 
 from service.observability.metric_specs import SPECS
 from service.settings.loading import load_settings
-from tests.conftest import require_command
+from tests.helpers.tools import require_command
 
 RULES = Path(__file__).resolve().parents[1] / "config" / "prometheus"
 KUBERNETES = RULES.parent / "kubernetes"

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,10 @@ from service.app import create_app
 from service.cache.stats import CACHE_STATS
 from service.settings.loading import load_settings
 from service.settings.model import ConfigError
-from tests.conftest import AiohttpClient, Client, ready_client, require_command
-from tests.servers import RedisServer, free_port
+from tests.helpers.app import AiohttpClient, Client, ready_client
+from tests.helpers.servers import RedisServer, free_port
+from tests.helpers.service import run_service
+from tests.helpers.tools import require_command
 
 PASSWORD = "acl-pass-Zq8xW3"
 USER = "cache-writer"
@@ -222,10 +223,7 @@ def test_settings_never_print_the_redis_password() -> None:
 def test_the_command_exits_2_with_one_line_and_no_password() -> None:
     env = {**os.environ, "SERVICE_ENV": "test", "CACHE_BACKEND": "redis",
            "REDIS_URL": "rediss://alice:pw-Xy12@cache:6379/0?ssl_cert_reqs=maybe"}  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, "-m", "service"], env=env, capture_output=True, text=True,
-        timeout=30, check=False,
-    )  # fmt: skip
+    result = run_service(env)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert "REDIS_URL" in result.stderr

@@ -8,7 +8,7 @@ import pytest
 
 from service.domain.cursors import Cursors, OrderPosition, UserPosition
 from service.domain.errors import InvalidInput
-from tests.api import DOCUMENT
+from tests.helpers.api import DOCUMENT
 
 CURSORS = Cursors(b"a secret for the pure tests")
 encode_cursor, decode_cursor = CURSORS.encode, CURSORS.decode

@@ -10,24 +10,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import itertools
-import json
 import re
 
 import pytest
-from aiohttp import web
 from multidict import CIMultiDict
 
 from service.app import create_app
-from service.observability.access_log import ACCESS_LOG
 from service.observability.request_ids import RequestIds
 from service.settings.loading import load_settings
-from service.settings.model import Settings
-from tests.api import checked
-from tests.conftest import AiohttpClient, Client
-from tests.http_clients import exchange
+from tests.helpers.api import checked
+from tests.helpers.app import AiohttpClient, Client, access_lines, json_log_app
+from tests.helpers.http import exchange
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver
@@ -114,21 +108,11 @@ async def test_request_ids_in_responses_share_no_prefix(client: Client) -> None:
     assert len({rid[:16] for rid in seen}) == 5
 
 
-def _json_log_app(settings: Settings) -> web.Application:
-    app = create_app(
-        dataclasses.replace(
-            settings, log=dataclasses.replace(settings.log, format="json", level="INFO")
-        )
-    )
-    app[ACCESS_LOG].stream = io.StringIO()
-    return app
-
-
 async def test_forwarded_for_reaches_the_log_only_as_an_address(
     aiohttp_client: AiohttpClient, test_env: dict[str, str]
 ) -> None:
     settings = load_settings({**test_env, "TRUSTED_PROXIES": "127.0.0.1,10.0.0.0/8"})
-    app = _json_log_app(settings)
+    app = json_log_app(settings)
     client = await aiohttp_client(app)
     cases = {
         "203.0.113.9, 10.0.0.7": "203.0.113.9",
@@ -142,8 +126,5 @@ async def test_forwarded_for_reaches_the_log_only_as_an_address(
     for forwarded in cases:
         response = await client.get("/health/live", headers={"X-Forwarded-For": forwarded})
         assert response.status == 200
-    access = app[ACCESS_LOG]
-    assert isinstance(access.stream, io.StringIO)
-    access.flush()
-    remotes = [json.loads(line)["remote"] for line in access.stream.getvalue().splitlines()]
+    remotes = [line["remote"] for line in access_lines(app)]
     assert remotes == list(cases.values())

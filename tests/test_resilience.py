@@ -14,23 +14,12 @@ from service.app import create_app
 from service.settings.model import Settings
 from service.storage.mongo import Mongo
 from service.storage.retry import RETRY_POLICY, is_transient
-from tests.conftest import (
-    AiohttpClient,
-    Client,
-    CommandRecorder,
-    FailPoint,
-    ready_client,
-    wait_until,
-)
-from tests.servers import MongoServer
+from tests.helpers.app import AiohttpClient, Client, ready_client, retries, wait_until
+from tests.helpers.mongo import CommandRecorder, FailPoint
+from tests.helpers.servers import MongoServer
 
 ORDER = {"_id": "o1", "user_id": "u1", "amount": 5, "currency": "USD", "items": [],
          "created_at": datetime(2026, 1, 1, tzinfo=UTC)}  # fmt: skip
-
-
-def retries(client: Client) -> int:
-    app: web.Application = client.app
-    return sum(app[RETRY_POLICY].counts.values())
 
 
 @pytest.mark.parametrize("failures", [1, 2])

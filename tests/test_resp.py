@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -12,20 +10,12 @@ from redis.exceptions import ResponseError
 
 from service.cache.pipelined import PipelinedRedis, pack
 from service.settings.redis_url import RedisTarget
-from tests.servers import RedisServer
+from tests.helpers.servers import RedisServer
 
 
 def test_commands_are_packed_as_resp_arrays() -> None:
     assert pack(b"GET", b"k") == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
     assert pack(b"SET", b"", b"a\r\nb") == b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$4\r\na\r\nb\r\n"
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_concurrent_commands_get_their_own_replies(redis_server: RedisServer) -> None:
@@ -57,13 +47,13 @@ async def test_the_database_index_is_selected(redis_server: RedisServer) -> None
 
 
 async def test_a_stalled_redis_fails_calls_at_the_timeout_then_recovers(
-    own_redis: RedisServer,
+    own_redis_server: RedisServer,
 ) -> None:
-    pipe = PipelinedRedis(RedisTarget.from_url(own_redis.url), 0.2)
+    pipe = PipelinedRedis(RedisTarget.from_url(own_redis_server.url), 0.2)
     loop = asyncio.get_running_loop()
     try:
         assert await pipe.call(b"PING") == b"PONG"
-        async with aioredis.from_url(own_redis.url) as direct:
+        async with aioredis.from_url(own_redis_server.url) as direct:
             stall = asyncio.ensure_future(direct.execute_command("DEBUG", "SLEEP", "1"))  # type: ignore[no-untyped-call]
             await asyncio.sleep(0.05)
             started = loop.time()
@@ -78,16 +68,16 @@ async def test_a_stalled_redis_fails_calls_at_the_timeout_then_recovers(
         await pipe.close()
 
 
-async def test_a_restarted_redis_is_reconnected(own_redis: RedisServer) -> None:
-    pipe = PipelinedRedis(RedisTarget.from_url(own_redis.url), 0.5)
+async def test_a_restarted_redis_is_reconnected(own_redis_server: RedisServer) -> None:
+    pipe = PipelinedRedis(RedisTarget.from_url(own_redis_server.url), 0.5)
     try:
         assert await pipe.call(b"PING") == b"PONG"
-        own_redis.stop()
+        own_redis_server.stop()
         with pytest.raises(ConnectionError):  # the lost connection, then refused connects
             await pipe.call(b"PING")
         with pytest.raises(ConnectionError):
             await pipe.call(b"PING")
-        own_redis.start()
+        own_redis_server.start()
         assert await pipe.call(b"PING") == b"PONG"
     finally:
         await pipe.close()

@@ -8,7 +8,7 @@ from service.app import create_app
 from service.http.routes import ENDPOINTS
 from service.http.unmatched import UnmatchedPolicy
 from service.settings.loading import load_settings
-from tests.conftest import AiohttpClient
+from tests.helpers.app import AiohttpClient
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver

@@ -10,7 +10,7 @@ from msgspec import Struct
 from service.domain.errors import InvalidInput
 from service.domain.schemas import OrderCreate, UserCreate, UserPatch
 from service.domain.validation import MAX_JSON_DEPTH, nests_deeper_than, parse_body
-from tests.api import DOCUMENT
+from tests.helpers.api import DOCUMENT
 
 
 @pytest.mark.parametrize("written", [b"1705", b"1705.0", b"17.05e2", b"1.705E+3", b"170500e-2"])

@@ -12,11 +12,11 @@ import pytest
 from aiohttp import web
 
 from service.app import create_app
-from service.http.limits import IN_FLIGHT
+from service.http.pipeline import PIPELINE
 from service.http.routes import add_route
 from service.settings.loading import load_settings
 from service.settings.model import Settings
-from tests.conftest import AiohttpClient, Client, wait_until
+from tests.helpers.app import AiohttpClient, Client, wait_until
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver
@@ -161,7 +161,7 @@ async def test_overload_is_shed_with_fast_503s_and_recovers(
     held = [asyncio.create_task(client.get("/slow")) for _ in range(2)]
 
     async def both_in_flight() -> bool:
-        return app[IN_FLIGHT].current == 2
+        return app[PIPELINE].in_flight.current == 2
 
     await wait_until(both_in_flight)
     shed = await client.get("/slow")

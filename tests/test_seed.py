@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from service.seed import seed, seed_id
 from service.settings.model import Settings
 from service.storage.mongo import Mongo
-from tests.conftest import Client
-from tests.servers import MongoServer, free_port
+from tests.helpers.app import Client
+from tests.helpers.servers import MongoServer, free_port
+from tests.helpers.service import run_service
 
 
 async def test_seed_is_idempotent_and_served(client: Client, mongo: Mongo) -> None:
@@ -34,16 +35,15 @@ def test_seed_command(settings: Settings) -> None:
         "MONGO_URL": settings.mongo.url,
         "MONGO_DB": settings.mongo.database,
     }
-    command = [sys.executable, "-m", "service", "seed", "--users", "7", "--orders-per-user", "2"]
-    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=True)
+    command = ("seed", "--users", "7", "--orders-per-user", "2")
+    first = run_service(env, *command, timeout=60)
+    assert first.returncode == 0, first.stderr
     assert "inserted 7 users and 14 orders" in first.stdout
-    second = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=60, check=True
-    )
+    second = run_service(env, *command, timeout=60)
+    assert second.returncode == 0, second.stderr
     assert "inserted 0 users and 0 orders" in second.stdout
-    empty_only = subprocess.run(
-        [*command, "--if-empty"], env=env, capture_output=True, text=True, timeout=60, check=True
-    )
+    empty_only = run_service(env, *command, "--if-empty", timeout=60)
+    assert empty_only.returncode == 0, empty_only.stderr
     assert "nothing to do" in empty_only.stdout
 
 
@@ -61,10 +61,7 @@ def _seed_env(settings: Settings, mongo_url: str | None = None) -> dict[str, str
 
 
 def _run_seed(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "service", "seed", *args],
-        env=env, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
+    return run_service(env, "seed", *args, timeout=240)
 
 
 def _no_traceback(result: subprocess.CompletedProcess[str]) -> None:

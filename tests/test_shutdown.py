@@ -8,7 +8,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,9 +19,10 @@ import aiohttp
 import pymongo
 import pytest
 
-from tests.servers import MongoServer, free_port, wait_for_port
+from tests.helpers.http import until_ready
+from tests.helpers.servers import MongoServer, free_port, wait_for_port
+from tests.helpers.service import spawn_service
 
-ROOT = Path(__file__).resolve().parents[1]
 DRAIN_SECONDS = 1.5
 GRACEFUL_SECONDS = 5.0
 
@@ -31,12 +31,6 @@ GRACEFUL_SECONDS = 5.0
 class Server:
     process: subprocess.Popen[bytes]
     base: str
-
-
-def _command(kind: str) -> list[str]:
-    if kind == "gunicorn":
-        return [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py"]
-    return [sys.executable, "-m", "service"]
 
 
 @pytest.fixture(params=["python -m service", "gunicorn"])
@@ -55,10 +49,7 @@ def server(
         "SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS),
         "GRACEFUL_TIMEOUT_SECONDS": str(GRACEFUL_SECONDS),
     }
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        _command(request.param), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    process = spawn_service(request.param, env, tmp_path / "server.log")
     try:
         wait_for_port(port, process=process)
         yield Server(process, f"http://127.0.0.1:{port}")
@@ -66,23 +57,13 @@ def server(
         if process.poll() is None:
             process.kill()
             process.wait()
-        log.close()
-
-
-async def _ready(session: aiohttp.ClientSession, base: str) -> None:
-    for _ in range(200):
-        async with session.get(f"{base}/health/ready") as response:
-            if response.status == 200:
-                return
-        await asyncio.sleep(0.05)
-    pytest.fail("server never became ready")
 
 
 async def test_sigterm_drains_then_exits_0_without_failing_started_requests(
     server: Server,
 ) -> None:
     async with aiohttp.ClientSession() as session:
-        await _ready(session, server.base)
+        await until_ready(session, server.base)
         async with session.post(
             f"{server.base}/users", json={"name": "A", "email": "a@example.com"}
         ) as created:
@@ -153,10 +134,7 @@ def test_gunicorn_gives_a_stuck_request_the_graceful_timeout_then_exits_without_
            "LOG_LEVEL": "INFO"}  # fmt: skip
     log_path = tmp_path / "gunicorn.log"
     admin: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(mongo_server.url)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            _command("gunicorn"), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    process = spawn_service("gunicorn", env, log_path)
     try:
         wait_for_port(port, process=process)
         base = f"http://127.0.0.1:{port}"

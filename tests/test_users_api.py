@@ -9,16 +9,9 @@ from typing import Any
 import pytest
 
 from service.storage.mongo import Mongo
-from tests.api import checked
-from tests.conftest import Client, CommandRecorder
-
-JSON = {"Content-Type": "application/json"}
-
-
-async def create(client: Client, name: str = "Ada Lovelace", email: str = "ada@example.com") -> Any:
-    response = await client.post("/users", json={"name": name, "email": email})
-    assert response.status == 201, await response.text()
-    return await checked(response, "POST", "/users")
+from tests.helpers.api import JSON, checked, create_user
+from tests.helpers.app import Client
+from tests.helpers.mongo import CommandRecorder
 
 
 async def test_create_user(client: Client, mongo: Mongo) -> None:
@@ -42,7 +35,7 @@ def user_location(user: dict[str, Any]) -> str:
 
 
 async def test_duplicate_email_is_409_case_insensitively(client: Client, mongo: Mongo) -> None:
-    await create(client, email="grace@example.com")
+    await create_user(client, email="grace@example.com")
     response = await client.post("/users", json={"name": "G", "email": "GRACE@example.com"})
     assert response.status == 409
     await checked(response, "POST", "/users")
@@ -52,7 +45,7 @@ async def test_duplicate_email_is_409_case_insensitively(client: Client, mongo: 
 async def test_a_trailing_newline_does_not_make_a_second_email(
     client: Client, mongo: Mongo
 ) -> None:
-    await create(client, email="grace@example.com")
+    await create_user(client, email="grace@example.com")
     response = await client.post("/users", json={"name": "G", "email": "grace@example.com\n"})
     assert response.status == 400
     problem = await checked(response, "POST", "/users")
@@ -92,7 +85,7 @@ async def test_invalid_users_are_400_naming_every_field(
 
 
 async def test_name_of_100_characters_after_trimming_is_accepted(client: Client) -> None:
-    user = await create(client, name="  " + "n" * 100 + "  ")
+    user = await create_user(client, name="  " + "n" * 100 + "  ")
     assert user["name"] == "n" * 100
 
 
@@ -125,7 +118,7 @@ async def test_bad_bodies(
 
 
 async def test_paging_is_stable_and_complete(client: Client) -> None:
-    created = [await create(client, name=f"U{i}", email=f"u{i}@example.com") for i in range(7)]
+    created = [await create_user(client, name=f"U{i}", email=f"u{i}@example.com") for i in range(7)]
     seen: list[str] = []
     url = "/users?limit=3"
     pages = 0
@@ -181,7 +174,7 @@ async def test_unknown_and_repeated_paging_parameters_are_400(
 
 async def test_tampered_cursor_is_400(client: Client) -> None:
     for i in range(3):
-        await create(client, name=f"U{i}", email=f"u{i}@example.com")
+        await create_user(client, name=f"U{i}", email=f"u{i}@example.com")
     cursor = (await (await client.get("/users?limit=1")).json())["next"]
     payload, mac = cursor.split(".")
     flipped = ("A" if payload[0] != "A" else "B") + payload[1:]
@@ -190,7 +183,7 @@ async def test_tampered_cursor_is_400(client: Client) -> None:
 
 
 async def test_patch_changes_only_what_is_sent(client: Client) -> None:
-    user = await create(client)
+    user = await create_user(client)
     response = await client.patch(user_location(user), json={"name": "Countess"})
     assert response.status == 200
     updated = await checked(response, "PATCH", "/users/{user_id}")
@@ -203,8 +196,8 @@ async def test_patch_changes_only_what_is_sent(client: Client) -> None:
 
 
 async def test_patch_errors(client: Client) -> None:
-    user = await create(client)
-    await create(client, name="Other", email="taken@example.com")
+    user = await create_user(client)
+    await create_user(client, name="Other", email="taken@example.com")
     cases = [
         ({}, 400),
         ({"email": "taken@example.com"}, 409),
@@ -223,8 +216,8 @@ async def test_patch_errors(client: Client) -> None:
 
 
 async def test_delete_cascades_to_orders(client: Client, mongo: Mongo) -> None:
-    user = await create(client)
-    other = await create(client, name="Other", email="other@example.com")
+    user = await create_user(client)
+    other = await create_user(client, name="Other", email="other@example.com")
     for owner in (user, other):
         response = await client.post(f"/users/{owner['id']}/orders", json={"amount": 100})
         assert response.status == 201
@@ -240,7 +233,7 @@ async def test_delete_cascades_to_orders(client: Client, mongo: Mongo) -> None:
 
 
 async def test_etag_and_if_none_match(client: Client) -> None:
-    user = await create(client)
+    user = await create_user(client)
     first = await client.get(user_location(user))
     etag = first.headers["ETag"]
     assert etag.startswith('"')
@@ -258,7 +251,7 @@ async def test_etag_and_if_none_match(client: Client) -> None:
 
 
 async def test_if_match_guards_patch_and_delete(client: Client, mongo: Mongo) -> None:
-    user = await create(client)
+    user = await create_user(client)
     etag = (await client.get(user_location(user))).headers["ETag"]
     stale = await client.patch(
         user_location(user), json={"name": "B"}, headers={"If-Match": '"u1-99"'}
@@ -282,7 +275,7 @@ async def test_if_match_guards_patch_and_delete(client: Client, mongo: Mongo) ->
 
 
 async def test_concurrent_conditional_patches_let_exactly_one_win(client: Client) -> None:
-    user = await create(client)
+    user = await create_user(client)
     etag = (await client.get(user_location(user))).headers["ETag"]
     responses = await asyncio.gather(
         *(

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from service.settings.model import Settings
 from service.storage.mongo import Mongo
-from tests.conftest import Client, CommandRecorder, FailPoint
+from tests.helpers.app import Client
+from tests.helpers.mongo import CommandRecorder, FailPoint
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.servers import MongoServer, RedisServer, free_port
 from tests.image.engine import ROOT, Engine, base_image_name, image_json
 from tests.image.pod import Pod, load_pod, podman_security_args
-from tests.servers import MongoServer, RedisServer, free_port
 
 TAG = "localhost/user-service:image-test"
 CONTAINER = f"user-service-image-test-{os.getpid()}"

@@ -6,13 +6,11 @@ stopped and started again on the same port and data, which the fault tests rely 
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
@@ -39,11 +37,11 @@ def wait_for_port(
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
-def terminate(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, and SIGKILL if it has not exited within 10 s; always reaped."""
+def terminate(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within `timeout` seconds; always reaped."""
     process.terminate()
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
@@ -137,47 +135,3 @@ class RedisServer(ServerProcess):
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-class ServiceProcess(ServerProcess):
-    """`python -m service` itself, for clients that need a real port (a browser, a client)."""
-
-    name = "service"
-
-    def __init__(self, directory: Path, env: dict[str, str]) -> None:
-        super().__init__(directory)
-        self.env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "service"]
-
-    def start(self) -> None:
-        log = (self.directory / f"{self.name}.log").open("ab")
-        root = Path(__file__).resolve().parents[1]
-        self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=root, env=self.env
-        )
-        log.close()
-        wait_for_port(self.port, process=self.process)
-        # Ready (indexes made), so the first request does not race index creation.
-        deadline = time.monotonic() + 30
-        while not self._ready():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the service on port {self.port} never became ready")
-            time.sleep(0.1)
-
-    def _ready(self) -> bool:
-        try:
-            ready = f"{self.url}/health/ready"
-            with urllib.request.urlopen(ready, timeout=5) as reply:  # noqa: S310 - http
-                return bool(reply.status == 200)
-        except OSError:
-            return False
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
