@@ -55,26 +55,17 @@ CHECK_INTER_MS, CHECK_FALL, CHECK_RISE = 500, 2, 2
 
 @dataclass(frozen=True)
 class Budget:
-    """The shutdown timings, read from the Kubernetes manifests: one place for both."""
+    """The shutdown timings, read from the Kubernetes ConfigMap: one place for both."""
 
     drain_seconds: float
     graceful_timeout_seconds: float
-    termination_grace_seconds: float
-    readiness_period_seconds: float
-    readiness_failure_threshold: int
 
 
 def rollout_budget() -> Budget:
     config = yaml.safe_load((KUBERNETES / "configmap.yaml").read_text())["data"]
-    deployment = yaml.safe_load((KUBERNETES / "deployment.yaml").read_text())
-    pod = deployment["spec"]["template"]["spec"]
-    readiness = pod["containers"][0]["readinessProbe"]
     return Budget(
         drain_seconds=float(config["SHUTDOWN_DRAIN_SECONDS"]),
         graceful_timeout_seconds=float(config["GRACEFUL_TIMEOUT_SECONDS"]),
-        termination_grace_seconds=float(pod["terminationGracePeriodSeconds"]),
-        readiness_period_seconds=float(readiness["periodSeconds"]),
-        readiness_failure_threshold=int(readiness["failureThreshold"]),
     )
 
 

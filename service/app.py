@@ -23,7 +23,7 @@ from service.http.compression import COMPRESSION, Compression
 from service.http.cors import Cors
 from service.http.deadlines import DEADLINES, Deadlines, deadlines_ctx
 from service.http.handlers.docs import OPENAPI_DOCUMENT
-from service.http.limits import IN_FLIGHT, MAX_BODY_BYTES, InFlight, parser_limits
+from service.http.limits import MAX_BODY_BYTES, InFlight, parser_limits
 from service.http.openapi import build_document
 from service.http.pipeline import PIPELINE, Pipeline
 from service.http.routes import ENDPOINTS, setup_routes
@@ -68,7 +68,6 @@ def _observability(app: web.Application, settings: Settings) -> Metrics:
 def _http(app: web.Application, settings: Settings, metrics: Metrics) -> None:
     """The pipeline every route runs in, the route table, and the document built from it."""
     app[LIFECYCLE] = Lifecycle()
-    app[IN_FLIGHT] = InFlight(settings.server.max_in_flight)
     app[DEADLINES] = Deadlines(settings.request.deadline_seconds)
     app[COMPRESSION] = Compression(settings.compression)
     app[PIPELINE] = Pipeline(
@@ -79,7 +78,7 @@ def _http(app: web.Application, settings: Settings, metrics: Metrics) -> None:
         access_log=app[ACCESS_LOG],
         client_address=ClientAddress(settings.log.trusted_proxies),
         tokens=TokenVerifier(settings.auth),
-        in_flight=app[IN_FLIGHT],
+        in_flight=InFlight(settings.server.max_in_flight),
         compression=app[COMPRESSION],
         cors=Cors(settings.cors),
     )

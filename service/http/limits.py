@@ -43,9 +43,6 @@ class InFlight:
         self.current += 1
 
 
-IN_FLIGHT = web.AppKey("in_flight", InFlight)
-
-
 def parser_limits(settings: ServerSettings) -> dict[str, int]:
     """aiohttp's hard parser limits: twice ours, so ours answer first with the right status."""
     return {
