@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from service.cache.backends import cache_ctx
-from service.cache.responses import RESPONSE_CACHE
+from service.cache.response_cache import RESPONSE_CACHE
 from service.cache.stats import CACHE_STATS, CacheStats
 from service.domain.cursors import create_cursors
 from service.domain.use_cases import ORDER_USE_CASES, USER_USE_CASES, OrderUseCases, UserUseCases

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from service.app import create_app
 from service.cache.backends import create_backend
-from service.cache.responses import Cached, ResponseCache
+from service.cache.response_cache import Cached, ResponseCache
 from service.cache.stats import CACHE_STATS, CacheStats
 from service.settings.checks import check_worker_cache
 from service.settings.loading import load_settings
@@ -194,14 +194,14 @@ async def test_redis_down_slow_or_back(
         assert stats(client).counts[("user", "hit")] == 1
 
         redis_server.stop()
-        with caplog.at_level(logging.WARNING, logger="service.cache.responses"):
+        with caplog.at_level(logging.WARNING, logger="service.cache.response_cache"):
             for _ in range(5):
                 assert (await client.get(path)).status == 200
             assert (await client.patch(path, json={"name": "Down"})).status == 200
             body = await (await client.get(path)).json()
         assert body["user"]["name"] == "Down"
         assert stats(client).counts[("user", "error")] >= 5
-        warnings = [r for r in caplog.records if r.name == "service.cache.responses"]
+        warnings = [r for r in caplog.records if r.name == "service.cache.response_cache"]
         assert len(warnings) == 1  # rate-limited
 
         redis_server.start()

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from service.app import create_app
 from service.cache.memory import ENTRY_OVERHEAD_BYTES, MemoryBackend
-from service.cache.responses import RESPONSE_CACHE, Cached, ResponseCache
+from service.cache.response_cache import RESPONSE_CACHE, Cached, ResponseCache
 from service.cache.stats import CACHE_STATS, EVICTION, CacheStats
 from service.settings.loading import load_settings
 from service.settings.model import Settings

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from service.cache.backends import create_backend
-from service.cache.responses import Cached, ResponseCache
+from service.cache.response_cache import Cached, ResponseCache
 from service.cache.stats import CacheStats
 from service.settings.loading import load_settings
 from service.settings.model import CacheBackend

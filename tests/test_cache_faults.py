@@ -11,7 +11,7 @@ import pytest
 
 from service.app import create_app
 from service.cache.backends import create_backend
-from service.cache.responses import Cached, ResponseCache
+from service.cache.response_cache import Cached, ResponseCache
 from service.cache.stats import CacheStats
 from service.settings.model import Settings
 from tests.helpers.app import AiohttpClient, Client, ready_client

@@ -166,7 +166,7 @@ async def test_secrets_never_reach_logs_or_bodies(
     )
     assert "s3cret" not in text
     assert any(
-        r.name == "service.cache.responses" for r in caplog.records
+        r.name == "service.cache.response_cache" for r in caplog.records
     )  # it did log, just not that
 
 

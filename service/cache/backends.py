@@ -8,7 +8,7 @@ from aiohttp import web
 
 from service.cache.memory import MemoryBackend
 from service.cache.redis_backend import RedisBackend
-from service.cache.responses import RESPONSE_CACHE, Backend, ResponseCache
+from service.cache.response_cache import RESPONSE_CACHE, Backend, ResponseCache
 from service.cache.stats import CACHE_STATS, CacheStats
 from service.settings.model import SETTINGS, CacheSettings
 from service.settings.redis_url import RedisTarget

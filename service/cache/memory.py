@@ -8,7 +8,7 @@ from typing import Any
 from aiocache import SimpleMemoryCache
 from aiocache.serializers import NullSerializer
 
-from service.cache.responses import Cached
+from service.cache.response_cache import Cached
 from service.cache.stats import EVICTION, CacheStats, kind_of
 from service.domain.ids import new_id
 

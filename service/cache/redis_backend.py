@@ -9,7 +9,7 @@ from aiocache.serializers import NullSerializer
 from redis.exceptions import ResponseError
 
 from service.cache.pipelined import PipelinedRedis
-from service.cache.responses import Cached
+from service.cache.response_cache import Cached
 from service.domain.ids import new_id
 from service.settings.redis_url import RedisTarget
 

@@ -16,7 +16,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from service.cache.responses import Cached, ResponseCache
+from service.cache.response_cache import Cached, ResponseCache
 from service.domain.cursors import Cursors, OrderPosition, UserPosition
 from service.domain.errors import InvalidInput, NotFound, PreconditionFailed
 from service.domain.ids import new_id

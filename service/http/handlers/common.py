@@ -8,7 +8,7 @@ from typing import TypeVar
 from aiohttp import web
 from msgspec import Struct
 
-from service.cache.responses import Cached
+from service.cache.response_cache import Cached
 from service.domain.errors import InvalidInput, NotFound, UnsupportedMediaType
 from service.domain.ids import is_valid_path_id
 from service.domain.representation import ANY_TAG
