@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 
 import pytest
 from aiohttp import web
+from pymongo.errors import AutoReconnect
 
 from service.app import create_app
+from service.domain.errors import Unavailable
 from service.settings.model import Settings
 from service.storage.mongo import Mongo
-from service.storage.retry import RETRY_POLICY, is_transient
+from service.storage.retry import RETRY_POLICY, call_with_retries, is_transient, retry_policy
 from tests.helpers.app import AiohttpClient, Client, ready_client, retries, wait_until
 from tests.helpers.mongo import CommandRecorder, FailPoint
 from tests.helpers.servers import MongoServer
@@ -221,3 +223,32 @@ async def test_restart_under_load_gives_only_200s_and_503s(
     assert slowest < settings.request.deadline_seconds + 1
     recent = await asyncio.gather(*(client.get(path) for _ in range(10)))
     assert {r.status for r in recent} == {200}
+
+
+@pytest.mark.one_driver
+async def test_each_operation_builds_its_retrier_once_and_reads_settings_per_call(
+    settings: Settings,
+) -> None:
+    """The retrying wrapper is built once per operation (building it per call cost CPU on
+    every miss), yet a changed policy still governs the next call."""
+    fast = dataclasses.replace(settings.retry, base_ms=1, cap_ms=1, max_tries=2)
+    policy = retry_policy(fast, settings.mongo)
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls % 3:
+            raise AutoReconnect("transient")
+        return "done"
+
+    with pytest.raises(Unavailable):
+        await call_with_retries(policy, "op", flaky)  # two tries, both transient: 503
+    assert calls == 2
+    first = policy.retrier("op")
+    policy.settings = dataclasses.replace(fast, max_tries=3)
+    calls = 0
+    assert await call_with_retries(policy, "op", flaky) == "done"  # the third try lands
+    assert calls == 3
+    assert policy.retrier("op") is first
+    assert policy.counts[("op", "AutoReconnect")] == 3

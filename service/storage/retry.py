@@ -24,7 +24,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import backoff
 import pymongo
@@ -93,6 +93,10 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, OperationFailure) and error.code in TRANSIENT_CODES
 
 
+def _is_permanent(error: Exception) -> bool:
+    return not is_transient(error)
+
+
 def is_unavailable(error: BaseException) -> bool:
     """Failures that say the database cannot be reached (as opposed to a bad request)."""
     return is_transient(error) or isinstance(error, ServerSelectionTimeoutError)
@@ -110,6 +114,44 @@ class RetryPolicy:
     socket_timeout_seconds: float
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     hooks: list[OnRetry] = field(default_factory=list)
+    # backoff's retrying wrapper per operation, built on first use: building one per call
+    # cost more CPU than a database miss's own Python work (README, Performance). Every
+    # setting it reads is a callable, read at each call.
+    _retriers: dict[str, Callable[..., Awaitable[Any]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def retrier(self, operation: str) -> Callable[..., Awaitable[Any]]:
+        """`operation`'s retrying call: `await retrier([0], function, *args, **kwargs)`."""
+        retrier = self._retriers.get(operation)
+        if retrier is None:
+            retrier = self._retriers[operation] = backoff.on_exception(
+                backoff.expo,
+                PyMongoError,
+                max_tries=lambda: self.settings.max_tries,
+                # None (outside a request) means no limit; backoff's hint says float only.
+                max_time=cast(Callable[[], float], self.remaining),
+                giveup=_is_permanent,
+                jitter=backoff.full_jitter,
+                base=2,
+                factor=lambda: self.settings.base_ms / 1000,
+                max_value=lambda: self.settings.cap_ms / 1000,
+                on_backoff=lambda details: self.record(operation, dict(details)),
+                raise_on_giveup=True,
+                logger=None,
+            )(self._attempt)
+        return retrier
+
+    async def _attempt(
+        self, tries: list[int], function: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> Any:
+        """One try of `function` under its share of the time left (`tries` counts them)."""
+        tries[0] += 1
+        budget = self.attempt_budget(tries[0])
+        if budget < MIN_ATTEMPT_SECONDS:
+            raise Unavailable("The request ran out of time before reaching the database.")
+        with pymongo.timeout(budget):
+            return await function(*args, **kwargs)
 
     def remaining(self) -> float | None:
         deadline = deadline_var.get()
@@ -181,37 +223,12 @@ async def call_with_retries(
     *args: P.args,
     **kwargs: P.kwargs,
 ) -> R:
-    settings = policy.settings
     remaining = policy.remaining()
     if remaining is not None and remaining <= 0:
         raise Unavailable("The request ran out of time before reaching the database.")
-    attempts = 0
-
-    async def attempt(*args: P.args, **kwargs: P.kwargs) -> R:
-        nonlocal attempts
-        attempts += 1
-        budget = policy.attempt_budget(attempts)
-        if budget < MIN_ATTEMPT_SECONDS:
-            raise Unavailable("The request ran out of time before reaching the database.")
-        with pymongo.timeout(budget):
-            return await function(*args, **kwargs)
-
-    retrying = backoff.on_exception(
-        backoff.expo,
-        PyMongoError,
-        max_tries=settings.max_tries,
-        max_time=remaining,
-        giveup=lambda error: not is_transient(error),
-        jitter=backoff.full_jitter,
-        base=2,
-        factor=settings.base_ms / 1000,
-        max_value=settings.cap_ms / 1000,
-        on_backoff=lambda details: policy.record(operation, dict(details)),
-        raise_on_giveup=True,
-        logger=None,
-    )(attempt)
+    retrying = policy.retrier(operation)
     try:
-        return await retrying(*args, **kwargs)
+        return cast(R, await retrying([0], function, *args, **kwargs))
     except PyMongoError as error:
         if is_unavailable(error):
             raise Unavailable("The database is unavailable; retry shortly.") from error
