@@ -19,7 +19,6 @@ import zlib
 from collections import OrderedDict
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from service.http.responses import JSON, STANDARD_HEADERS, Representation, add_vary
 from service.settings.model import CompressionSettings
@@ -32,7 +31,7 @@ _QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 _MEMO_BYTES = 8 * 1024 * 1024
 _MEMO_ENTRY_BYTES = _MEMO_BYTES // 64
 _ACCEPT_MEMO_ENTRIES = 64  # distinct Accept-Encoding values remembered (clients send few)
-_HEADER_MEMO_ENTRIES = 4096  # header sets of cached representations (a few hundred bytes each)
+_HEAD_MEMO_ENTRIES = 4096  # heads of cached representations (a few hundred bytes each)
 
 
 def coded_tag(etag: str) -> str:
@@ -81,7 +80,7 @@ class Compression:
         self._accepts: dict[str, bool] = {}
         self._memo: OrderedDict[bytes, bytes] = OrderedDict()
         self._memo_bytes = 0
-        self._headers: dict[tuple[str, bool, bool], CIMultiDict[str]] = {}
+        self._heads: dict[tuple[str, bool, int], bytes] = {}
 
     def eligible(self, size: int) -> bool:
         """Whether a body this large is compressed for clients that accept gzip."""
@@ -118,25 +117,27 @@ class Compression:
 
     def representation(self, request: web.BaseRequest, etag: str, body: bytes) -> Representation:
         """A cached JSON representation as this request gets it: gzip when it asks and the
-        body is large enough, with the headers `apply` would have set, built once per ETag."""
+        body is large enough, its head (what `apply` and the pipeline would have set)
+        serialized once per ETag, coding and length."""
         eligible = len(body) >= self._min_bytes
         coded = eligible and self.wants_gzip(request)
-        headers = self._headers.get((etag, eligible, coded))
-        if headers is None:
-            headers = self._representation_headers(etag, eligible, coded)
-        return Representation(body=self.gzip(body) if coded else body, headers=headers)
-
-    def _representation_headers(self, etag: str, eligible: bool, coded: bool) -> CIMultiDict[str]:
-        headers = CIMultiDict([("Content-Type", JSON), ("ETag", etag), *STANDARD_HEADERS])
-        if eligible:
-            headers["Vary"] = "Accept-Encoding"
         if coded:
-            headers["Content-Encoding"] = "gzip"
-            headers["ETag"] = coded_tag(etag)
-        if len(self._headers) >= _HEADER_MEMO_ENTRIES:
-            self._headers.clear()
-        self._headers[(etag, eligible, coded)] = headers
-        return headers
+            body = self.gzip(body)
+        head = self._heads.get((etag, coded, len(body)))
+        if head is None:
+            head = self._head(etag, coded, len(body))
+        return Representation(head, body, "Accept-Encoding" if eligible else None)
+
+    def _head(self, etag: str, coded: bool, length: int) -> bytes:
+        lines = [("Content-Type", JSON), ("Content-Length", str(length)), *STANDARD_HEADERS]
+        lines.append(("ETag", coded_tag(etag) if coded else etag))
+        if coded:
+            lines.append(("Content-Encoding", "gzip"))
+        head = "".join(f"{name}: {value}\r\n" for name, value in lines).encode()
+        if len(self._heads) >= _HEAD_MEMO_ENTRIES:
+            self._heads.clear()
+        self._heads[(etag, coded, length)] = head
+        return head
 
     def apply(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
         """In the pipeline: mark an eligible answer as varying, and gzip it when asked.

@@ -94,7 +94,7 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-def conditional_json(request: web.Request, cached: Cached) -> web.Response:
+def conditional_json(request: web.Request, cached: Cached) -> web.StreamResponse:
     """The encoded body as-is with its ETag, or 304 when If-None-Match (weak) already has it.
 
     A 304 carries the ETag and Vary the 200 would have (RFC 9110 §15.4.5): the gzip tag

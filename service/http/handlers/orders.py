@@ -31,12 +31,12 @@ async def list_orders(request: web.Request) -> web.Response:
     return json_response({"items": page.items, "next": page.next})
 
 
-async def get_order(request: web.Request) -> web.Response:
+async def get_order(request: web.Request) -> web.StreamResponse:
     order_id = path_id(request, "order_id")
     return conditional_json(request, await request.app[ORDER_USE_CASES].order(order_id))
 
 
-def cached_order(request: web.Request) -> web.Response | None:
+def cached_order(request: web.Request) -> web.StreamResponse | None:
     """get_order's answer when the cache has it at hand (memory), else None."""
     found = request.app[ORDER_USE_CASES].cached_order(path_id(request, "order_id"))
     return None if found is None else conditional_json(request, found)
