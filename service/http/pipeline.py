@@ -39,7 +39,7 @@ from service.observability.client_address import ClientAddress
 from service.observability.metric_specs import KNOWN_METHODS, UNMATCHED
 from service.observability.metrics import Metrics, RequestSeries
 from service.observability.request_ids import REQUEST_ID_HEADER, RequestIds, request_id_var
-from service.server.connections import mark_busy
+from service.server.connections import connection_of
 from service.settings.model import ServerSettings
 
 _LATE = "The request did not complete in time; retry shortly."
@@ -135,6 +135,7 @@ class Pipeline:
             )
             request_id = request_ids.of(request)
             context = request_id_var.set(request_id)
+            connection = connection_of(request)
             series = facts.series
             if series is not None:
                 series.started()
@@ -153,13 +154,15 @@ class Pipeline:
                         if facts.scope is not None:
                             authorize(request, pipeline.tokens, facts.scope)
                         if not facts.bounded:
-                            mark_busy(request)
+                            if connection is not None:
+                                connection.mark_busy()
                             response = await handler(request)
                         else:
                             # A slot is for work, not for waiting on a client: the body first.
                             if request.body_exists:
                                 await receive_body(request, server.body_timeout_seconds)
-                            mark_busy(request)
+                            if connection is not None:
+                                connection.mark_busy()
                             in_flight.take()
                             try:
                                 answer = None if cached is None else cached(request)
@@ -186,6 +189,8 @@ class Pipeline:
                     cors.decorate(request, headers)
                 return response
             finally:
+                if connection is not None:
+                    connection.mark_idle()  # what is left is writing: evictable again
                 if series is not None:
                     seconds = perf_counter() - started
                     series.finished(status, seconds)

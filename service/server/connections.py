@@ -30,7 +30,7 @@ from service.observability.metric_specs import UNMATCHED
 from service.observability.request_ids import REQUEST_ID_HEADER
 from service.server.guard import ConnectionGuard
 
-if TYPE_CHECKING:  # the pipeline calls mark_busy: a runtime import would be a cycle
+if TYPE_CHECKING:  # the pipeline calls mark_busy and mark_idle: a runtime import would be a cycle
     from service.http.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -91,18 +91,20 @@ class Connection(web.RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._awaiting_head and self._line_length < 0:
+        if not self._awaiting_head:  # a body, or the next request pipelined behind one
+            super().data_received(data)
+            return
+        if self._line_length < 0:
             # Where the request line ends tells a long line (414) from a long header (431).
             end = data.find(b"\n")
             self._line_seen += len(data) if end < 0 else end
             if end >= 0:
                 self._line_length = self._line_seen
         super().data_received(data)
-        if not self._awaiting_head:
-            return
         if self._messages:  # a whole head was parsed (or refused)
             self._awaiting_head = False
-            self._cancel_head_timer()
+            if self._head_timer is not None:
+                self._cancel_head_timer()
         elif self._head_timer is None and data:
             self._start_head_timer()
 
@@ -123,18 +125,19 @@ class Connection(web.RequestHandler):
         """The request's body has arrived and its work begins: not to be evicted."""
         self._guard.busy(self)
 
-    async def finish_response(
-        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
-        # What is left is writing: a client that reads slowly may be evicted.
+    def mark_idle(self) -> None:
+        """What is left is writing: a client that reads slowly may be evicted."""
         self._guard.idle(self)
-        result = await super().finish_response(request, resp, start_time)
-        if resp.status == 408:
+
+    def log_access(
+        self, request: BaseRequest, response: web.StreamResponse, time: float | None
+    ) -> None:
+        """aiohttp calls this once a response is written (the service logs its own)."""
+        if response.status == 408:
             # The client stalled mid-body: close now rather than linger for the rest.
             self.force_close()
         self._awaiting_head = True
         self._line_seen, self._line_length = 0, -1
-        return result
 
     def _start_head_timer(self) -> None:
         self._head_timer = self._loop.call_later(self._header_timeout, self._head_timed_out)
@@ -225,8 +228,7 @@ class ConnectionServer(web.Server):
         )
 
 
-def mark_busy(request: web.Request) -> None:
-    """Tell the connection its request's work begins (no-op under other servers)."""
+def connection_of(request: web.Request) -> Connection | None:
+    """The request's connection when it is a `Connection` (None under other servers)."""
     protocol = request.protocol
-    if isinstance(protocol, Connection):
-        protocol.mark_busy()
+    return protocol if isinstance(protocol, Connection) else None
