@@ -165,10 +165,13 @@ def wrk(
     *,
     connections: int = 50,
     hot: int = 0,
+    hot_from: int = 0,
     write_percent: int = 0,
     statuses: bool = False,
 ) -> dict[str, float]:
     """One wrk run through bench/lua/scenario.lua: requests/s, p50/p99 (ms) and errors.
+
+    `hot`: only that many ids, after the first `hot_from` (0: every id).
 
     With `statuses`, also how many answers came back with each non-2xx status
     (`status_503`...), at some cost to wrk's own speed.
@@ -178,6 +181,7 @@ def wrk(
         "BENCH_LUA_DIR": str(BENCH / "lua"),
         "BENCH_IDS": str(ids_file),
         "BENCH_HOT": str(hot),
+        "BENCH_HOT_FROM": str(hot_from),
         "BENCH_WRITE_PERCENT": str(write_percent),
         "BENCH_TOKEN": TOKEN,
         "BENCH_STATUSES": "1" if statuses else "0",

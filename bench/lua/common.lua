@@ -1,11 +1,16 @@
--- Shared by every scenario: load ids, and report the results as one JSON line.
+-- Shared by every scenario: load ids (`limit` of them after the first `skip`), and report
+-- the results as one JSON line.
 local M = {}
 
-function M.load_ids(path, limit)
+function M.load_ids(path, limit, skip)
   local ids = {}
+  local seen = 0
   for line in io.lines(path) do
-    ids[#ids + 1] = line
-    if limit and #ids >= limit then break end
+    seen = seen + 1
+    if seen > (skip or 0) then
+      ids[#ids + 1] = line
+      if limit and #ids >= limit then break end
+    end
   end
   return ids
 end

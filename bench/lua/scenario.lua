@@ -1,5 +1,6 @@
 -- One script for every scenario, chosen by environment variables:
---   BENCH_IDS   file of user ids, one per line     BENCH_HOT   use only the first N ids
+--   BENCH_IDS   file of user ids, one per line     BENCH_HOT   use only N ids
+--   BENCH_HOT_FROM  skip this many ids first (a hot set of its own)
 --   BENCH_WRITE_PERCENT  share of POST /users/{id}/orders (0 = reads only, 100 = writes only)
 --   BENCH_TOKEN bearer token for writes
 --   BENCH_STATUSES=1  count answers by status (slows wrk a little: the soak uses it)
@@ -7,7 +8,8 @@ package.path = os.getenv("BENCH_LUA_DIR") .. "/?.lua;" .. package.path
 local common = require("common")
 
 local hot = tonumber(os.getenv("BENCH_HOT") or "0")
-local ids = common.load_ids(os.getenv("BENCH_IDS"), hot > 0 and hot or nil)
+local hot_from = tonumber(os.getenv("BENCH_HOT_FROM") or "0")
+local ids = common.load_ids(os.getenv("BENCH_IDS"), hot > 0 and hot or nil, hot_from)
 local write_percent = tonumber(os.getenv("BENCH_WRITE_PERCENT") or "0")
 local token = os.getenv("BENCH_TOKEN") or ""
 local order = '{"amount": 1999, "currency": "EUR", "items": [{"sku": "BENCH-1", "quantity": 2}]}'
