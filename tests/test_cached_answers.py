@@ -23,7 +23,8 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from service.http.responses import Representation
-from tests.helpers.http import connect
+from tests.helpers.http import closed_within, connect
+from tests.helpers.metrics import parse, total
 from tests.helpers.service import Service, running_service
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
@@ -65,10 +66,7 @@ def _post(service: Service, path: str, body: bytes) -> dict[str, str]:
 
 
 def _hits(service: Service) -> float:
-    for line in service.metrics().splitlines():
-        if line.startswith('cache_hits_total{cache="user"}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return total(parse(service.metrics()), "cache_hits_total", cache="user")
 
 
 class Answer:
@@ -125,12 +123,7 @@ def _exchange(
                 break
         assert response is not None
         answers.append(Answer(response, body))
-    sock.settimeout(2)
-    try:
-        closed = sock.recv(1) == b""
-    except TimeoutError:
-        closed = False
-    return answers, closed
+    return answers, closed_within(sock, 2)
 
 
 def _get(path: str, *headers: tuple[str, str], method: str = "GET") -> h11.Request:

@@ -103,8 +103,7 @@ class Connection(web.RequestHandler):
         super().data_received(data)
         if self._messages:  # a whole head was parsed (or refused)
             self._awaiting_head = False
-            if self._head_timer is not None:
-                self._cancel_head_timer()
+            self._cancel_head_timer()
         elif self._head_timer is None and data:
             self._start_head_timer()
 
