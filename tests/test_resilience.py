@@ -252,3 +252,29 @@ async def test_each_operation_builds_its_retrier_once_and_reads_settings_per_cal
     assert calls == 3
     assert policy.retrier("op") is first
     assert policy.counts[("op", "AutoReconnect")] == 3
+
+
+@pytest.mark.one_driver
+async def test_a_first_try_that_lands_goes_without_backoff(settings: Settings) -> None:
+    """backoff's wrapper cost more per call than a query's own Python work: a call whose
+    first try lands must not build or enter it; a failed first try still counts as a try."""
+    fast = dataclasses.replace(settings.retry, base_ms=1, cap_ms=1, max_tries=1)
+    policy = retry_policy(fast, settings.mongo)
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise AutoReconnect("transient")
+        return "done"
+
+    async def fine() -> str:
+        return "fine"
+
+    assert await call_with_retries(policy, "op", fine) == "fine"
+    assert "op" not in policy._retriers
+    with pytest.raises(Unavailable):  # one try allowed: the failed first try was it
+        await call_with_retries(policy, "op", flaky)
+    assert calls == 1
+    assert "op" in policy._retriers

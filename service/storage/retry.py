@@ -105,6 +105,14 @@ def is_unavailable(error: BaseException) -> bool:
 OnRetry = Callable[[str, str], None]
 
 
+@dataclass(slots=True)
+class Tries:
+    """One call's tries so far, and a failure backoff has yet to be shown."""
+
+    count: int = 0
+    failure: PyMongoError | None = None
+
+
 @dataclass
 class RetryPolicy:
     """Settings plus the counters the metrics read: retries by (operation, error class)."""
@@ -122,7 +130,8 @@ class RetryPolicy:
     )
 
     def retrier(self, operation: str) -> Callable[..., Awaitable[Any]]:
-        """`operation`'s retrying call: `await retrier([0], function, *args, **kwargs)`."""
+        """`operation`'s retrying call, once a first try has failed:
+        `await retrier(Tries(1, failure), function, *args, **kwargs)`."""
         retrier = self._retriers.get(operation)
         if retrier is None:
             retrier = self._retriers[operation] = backoff.on_exception(
@@ -139,15 +148,25 @@ class RetryPolicy:
                 on_backoff=lambda details: self.record(operation, dict(details)),
                 raise_on_giveup=True,
                 logger=None,
-            )(self._attempt)
+            )(self._again)
         return retrier
 
-    async def _attempt(
-        self, tries: list[int], function: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    async def _again(
+        self, tries: Tries, function: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
     ) -> Any:
-        """One try of `function` under its share of the time left (`tries` counts them)."""
-        tries[0] += 1
-        budget = self.attempt_budget(tries[0])
+        """backoff's target: first the failure of the try made before backoff was called
+        (so that backoff counts it and waits), then a new try on each call."""
+        if (failure := tries.failure) is not None:
+            tries.failure = None
+            raise failure
+        return await self._attempt(tries, function, *args, **kwargs)
+
+    async def _attempt(
+        self, tries: Tries, function: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> Any:
+        """One try of `function` under its share of the time left."""
+        tries.count += 1
+        budget = self.attempt_budget(tries.count)
         if budget < MIN_ATTEMPT_SECONDS:
             raise Unavailable("The request ran out of time before reaching the database.")
         with pymongo.timeout(budget):
@@ -226,9 +245,18 @@ async def call_with_retries(
     remaining = policy.remaining()
     if remaining is not None and remaining <= 0:
         raise Unavailable("The request ran out of time before reaching the database.")
-    retrying = policy.retrier(operation)
+    tries = Tries()
     try:
-        return cast(R, await retrying([0], function, *args, **kwargs))
+        try:
+            # The first try goes without backoff's wrapper, whose set-up per call (a wait
+            # generator, a clock read, its details) cost more than the try's own Python
+            # work; most calls need no second try (README, Performance).
+            return cast(R, await policy._attempt(tries, function, *args, **kwargs))
+        except PyMongoError as error:
+            if _is_permanent(error):
+                raise
+            tries.failure = error
+        return cast(R, await policy.retrier(operation)(tries, function, *args, **kwargs))
     except PyMongoError as error:
         if is_unavailable(error):
             raise Unavailable("The database is unavailable; retry shortly.") from error
