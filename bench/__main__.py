@@ -49,7 +49,7 @@ from tests.helpers.service import worker_pids
 class Scenario:
     name: str
     description: str
-    target: str  # "baseline", "floor" (bench/ apps) or "service"
+    target: str  # "baseline", "lean", "floor" (bench/ apps) or "service"
     cache: str = "none"
     hot: int = 0
     write_percent: int = 0
@@ -64,6 +64,9 @@ class Scenario:
 # third), while the baseline's body stayed the size of the first.
 SCENARIOS = (
     Scenario("baseline", "bare aiohttp, fixed body of the same size", "baseline", hot=HOT_SET),
+    Scenario(
+        "lean", "issue #16's lean reference app, same body (bench/lean_app.py)", "lean", hot=HOT_SET
+    ),
     Scenario(
         "hit-memory", "GET /users/{id}, 100 hot ids, memory cache", "service", "memory", HOT_SET
     ),
@@ -134,6 +137,8 @@ def _start(
 ) -> tuple[int, subprocess.Popen[bytes]]:
     if scenario.target == "baseline":
         return _start_bare("bench.baseline_app", stack, workers, {"BODY_BYTES": str(body_bytes)})
+    if scenario.target == "lean":
+        return _start_bare("bench.lean_app", stack, workers, {"BODY_BYTES": str(body_bytes)})
     if scenario.target == "floor":
         return _start_bare("bench.floor_app", stack, workers, {"FLOOR_DRIVER": driver})
     return start_service(stack, scenario.cache, workers, MONGO_DRIVER=driver)

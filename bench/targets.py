@@ -16,7 +16,8 @@ HIT_CPU_RATIO = 1.33  # memory hits: CPU µs/request over bare aiohttp's, at mos
 MISS_CPU_RATIO = 1.10  # misses: CPU µs/request over the bare-Motor floor's, at most
 P99_RATIO = 2.0  # hits: p99 over bare aiohttp's, at most
 RSS_LIMIT_MB = 60.0  # the largest peak RSS of a worker in any round
-REFERENCES = frozenset({BASELINE, "floor"})  # scenarios that are yardsticks, not the service
+# Scenarios that are yardsticks, not the service: bare aiohttp, the lean app, floors.
+REFERENCES = frozenset({BASELINE, "lean", "floor"})
 
 
 def cpu_reference(name: str) -> str | None:
