@@ -13,10 +13,15 @@ import os
 from aiohttp import web
 
 
-def create_app() -> web.Application:
+def fixed_body() -> bytes:
+    """A JSON body of BODY_BYTES bytes (the service's typical aggregate size)."""
     size = int(os.environ.get("BODY_BYTES", "1100"))
     filler = max(0, size - len('{"user":{},"orders":[],"pad":""}'))
-    body = ('{"user":{},"orders":[],"pad":"' + "x" * filler + '"}').encode()
+    return ('{"user":{},"orders":[],"pad":"' + "x" * filler + '"}').encode()
+
+
+def create_app() -> web.Application:
+    body = fixed_body()
 
     async def get_user(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")

@@ -12,20 +12,19 @@ this module as its (empty) config too, like bench/baseline_app.py.
 from __future__ import annotations
 
 import collections
-import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from bench.baseline_app import fixed_body
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app() -> web.Application:
-    size = int(os.environ.get("BODY_BYTES", "1100"))
-    filler = max(0, size - len('{"user":{},"orders":[],"pad":""}'))
-    body = ('{"user":{},"orders":[],"pad":"' + "x" * filler + '"}').encode()
+    body = fixed_body()
     entries: dict[str, tuple[bytes, str]] = {}
     requests: collections.Counter[tuple[str, int]] = collections.Counter()
     seconds = [0.0]
