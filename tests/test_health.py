@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 
@@ -13,7 +12,7 @@ from service.server.lifecycle import LIFECYCLE
 from service.settings.model import Settings
 from service.storage.mongo import MONGO
 from tests.helpers.app import AiohttpClient, Client, wait_until
-from tests.helpers.servers import MongoServer, free_port
+from tests.helpers.servers import MongoServer, free_port, silent_server
 
 
 def _pointed_at(settings: Settings, url: str) -> Settings:
@@ -75,9 +74,7 @@ async def test_ready_bounds_its_wait_on_a_silent_server(
     aiohttp_client: AiohttpClient, settings: Settings
 ) -> None:
     """A port that accepts connections but never answers must not hang the probe."""
-    port = free_port()
-    server = await asyncio.start_server(lambda r, w: asyncio.sleep(30), "127.0.0.1", port)
-    try:
+    async with silent_server() as port:
         client = await aiohttp_client(
             create_app(_pointed_at(settings, f"mongodb://127.0.0.1:{port}"))
         )
@@ -85,8 +82,7 @@ async def test_ready_bounds_its_wait_on_a_silent_server(
         response = await client.get("/health/ready")
         assert response.status == 503
         assert time.monotonic() - started < 2.5
-    finally:
-        server.close()
+        await client.close()
 
 
 async def test_ready_is_503_once_shutdown_begins(client: Client) -> None:

@@ -6,11 +6,14 @@ stopped and started again on the same port and data, which the fault tests rely 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
@@ -35,6 +38,23 @@ def wait_for_port(
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@contextlib.asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A loopback port that accepts connections and never answers (a hung database); yields
+    the port. No task per connection: a cancelled handler task is logged by asyncio on 3.11."""
+    connections: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(
+        lambda reader, writer: connections.append(writer), "127.0.0.1", 0
+    )
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in connections:
+            writer.close()
+        await server.wait_closed()
 
 
 def terminate(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
