@@ -3,6 +3,7 @@ which one it runs (the start-up line, `user_service_build_info`)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -71,6 +72,26 @@ async def test_the_start_up_line_names_the_driver(
         await aiohttp_client(app)
     lines = [r.getMessage() for r in caplog.records if r.name == "service.storage.mongo"]
     assert any(line.startswith(f"starting with MongoDB driver {mongo_driver} ") for line in lines)
+
+
+def test_calls_cancelled_as_their_wait_for_a_server_ends_leave_pymongo_working() -> None:
+    """A call cancelled (a deadline, the readiness bound, shutdown) just as PyMongo's wait for
+    a server times out must leave the topology lock as it found it. On Python 3.11 the
+    cancelled call released a lock another call held: "Lock is not acquired", then calls
+    that never ended, cancelled or not. The scenario runs in its own interpreter, so a
+    client that hangs fails this test instead of hanging the suite."""
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "tests.helpers.cancelled_waits"],
+            cwd=ROOT, capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("the cancelled calls, or the call after them, never ended: the client hung")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads(run.stdout) == {
+        "not_cancelled": [],
+        "next_call": "ServerSelectionTimeoutError",
+    }, run.stderr
 
 
 def test_ci_refuses_a_run_narrowed_to_one_driver() -> None:

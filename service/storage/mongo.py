@@ -40,6 +40,7 @@ from pymongo.monitoring import CommandListener
 from service.background import running, within
 from service.settings.model import SETTINGS, MongoDriver, MongoSettings, redact_url
 from service.storage.indexes import create_indexes
+from service.storage.pymongo_waits import make_condition_waits_cancel_safe
 
 __all__ = [
     "MONGO",
@@ -99,11 +100,12 @@ class Mongo:
         )
         # Motor runs PyMongo's synchronous client on a thread pool; AsyncMongoClient is
         # asyncio all the way down, so a cancelled call stops instead of running on.
-        client: Any = (
-            AsyncMongoClient(settings.url, **options)
-            if settings.driver == "pymongo"
-            else AsyncIOMotorClient(settings.url, **options)
-        )
+        client: Any
+        if settings.driver == "pymongo":
+            make_condition_waits_cancel_safe()
+            client = AsyncMongoClient(settings.url, **options)
+        else:
+            client = AsyncIOMotorClient(settings.url, **options)
         self.client: Client = client
         database = self.client[settings.database]
         self.users: Collection = database["users"]
