@@ -82,7 +82,7 @@ async def test_ready_bounds_its_wait_on_a_silent_server(
         response = await client.get("/health/ready")
         assert response.status == 503
         assert time.monotonic() - started < 2.5
-        await client.close()
+        await client.close()  # shutdown cancels calls still waiting on the silent server
 
 
 async def test_ready_is_503_once_shutdown_begins(client: Client) -> None:

@@ -26,14 +26,17 @@ AiohttpClient = Callable[[web.Application], Awaitable[TestClient[Any, web.Applic
 Client = TestClient[Any, web.Application]
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Poll `check` until it holds; fail the test with a clear message if it never does."""
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
+) -> None:
+    """Poll `check` every `interval` seconds (0: every turn of the event loop) until it
+    holds; fail the test with a clear message if it never does."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not await check():
         if loop.time() > deadline:
             pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(interval)
 
 
 async def ready_client(aiohttp_client: AiohttpClient, app: web.Application) -> Client:

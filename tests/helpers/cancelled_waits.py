@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pymongo
@@ -15,7 +14,7 @@ from pymongo.common import MIN_HEARTBEAT_INTERVAL
 
 from service.settings.loading import load_settings
 from service.storage.mongo import Mongo, ServerSelectionTimeoutError
-from tests.helpers.app import CURSOR_SECRET
+from tests.helpers.app import CURSOR_SECRET, wait_until
 from tests.helpers.servers import silent_server
 
 CALLS = 20
@@ -30,23 +29,19 @@ async def as_their_wait_times_out(client: Any, calls: int, timeout: float = 5.0)
     topology = client._topology
     lock = topology._lock
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
 
-    async def until(moment: Callable[[], bool]) -> None:
-        while not moment():
-            if loop.time() > deadline:
-                raise AssertionError(f"the calls did not wait for a server within {timeout}s")
-            await asyncio.sleep(0)
+    async def all_waiting() -> bool:
+        return len(topology._condition._waiters) >= calls and not lock.locked()
 
-    await until(lambda: len(topology._condition._waiters) >= calls and not lock.locked())
+    async def timed_out() -> bool:
+        queued = len(lock._waiters or ())
+        return queued >= 3 or loop.time() > waits_end + MIN_HEARTBEAT_INTERVAL / 10
+
+    await wait_until(all_waiting, timeout, interval=0)
     waits_end = loop.time() + MIN_HEARTBEAT_INTERVAL
     # Past the start, when a change in the topology wakes them all (a notify, not a timeout).
     await asyncio.sleep(MIN_HEARTBEAT_INTERVAL / 2)
-    await until(
-        lambda: (
-            len(lock._waiters or ()) >= 3 or loop.time() > waits_end + MIN_HEARTBEAT_INTERVAL / 10
-        )
-    )
+    await wait_until(timed_out, timeout, interval=0)
 
 
 async def scenario() -> dict[str, Any]:
