@@ -29,8 +29,8 @@ except ConfigError as _error:
 
 # The same factory as every other entry point, called in each worker after the fork.
 wsgi_app = "service.app:create_app()"
-# aiohttp's GunicornUVLoopWebWorker plus a drain period on SIGTERM (service/worker.py).
-worker_class = "service.worker.Worker"
+# aiohttp's own uvloop worker, as it ships.
+worker_class = "aiohttp.GunicornUVLoopWebWorker"
 workers = gunicorn_workers(_settings)
 bind = [f"{_settings.server.host}:{_settings.server.port}"]
 
@@ -38,18 +38,19 @@ bind = [f"{_settings.server.host}:{_settings.server.port}"]
 # created in each worker. A client created before fork() is shared by all workers and breaks.
 preload_app = False
 
-# SIGTERM: drain (readiness 503, still serving), then in-flight requests get exactly the
-# graceful timeout (service/worker.py); gunicorn's own graceful_timeout covers both, plus
-# a margin for closing clients, or it would SIGKILL a worker still finishing requests.
+# SIGTERM: the worker stops accepting (the pod's preStop sleep and the front's health
+# checks drained it already: README, Rolling deploys); requests in flight then get
+# shutdown.graceful_timeout_seconds and answer 503 if still busy (service/lifecycle.py).
+# aiohttp's worker waits 95% of gunicorn's graceful_timeout for them, and gunicorn SIGKILLs
+# at 100%: the margin leaves room for closing the clients.
 GRACEFUL_MARGIN_SECONDS = 5
-graceful_timeout = (
-    math.ceil(_settings.shutdown.drain_seconds + _settings.shutdown.graceful_timeout_seconds)
-    + GRACEFUL_MARGIN_SECONDS
+graceful_timeout = math.ceil(_settings.shutdown.graceful_timeout_seconds / 0.95) + (
+    GRACEFUL_MARGIN_SECONDS
 )
 # A worker silent for this long (event loop blocked) is killed and replaced.
 timeout = 30
-# Idle keep-alive, header and body timeouts and the connection cap come from the service's
-# settings (server.*), applied by service/worker.py's runner exactly as under python -m service.
+# The idle keep-alive timeout and parser limits come from the service's settings
+# (server.*) through the app's handler_args, exactly as under python -m service.
 
 # Access logs are written by the service itself (one line per request, with request ids).
 accesslog = None

@@ -15,10 +15,9 @@ from aiohttp import web
 from service.app import create_app, settings_or_exit
 from service.http.openapi import build_document
 from service.http.routes import ENDPOINTS
+from service.lifecycle import drain
 from service.observability.logging_setup import configure_logging
 from service.seed import BATCH_DOCUMENTS, Progress, bulk_settings, seed
-from service.server.lifecycle import drain
-from service.server.runner import make_runner
 from service.settings.model import Settings
 from service.storage.mongo import Mongo, PyMongoError
 
@@ -100,9 +99,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain and shut down gracefully (exit 0)."""
+    """Serve until SIGTERM or SIGINT, then drain and shut down gracefully (exit 0), with
+    aiohttp's public runner API: the same app as gunicorn's workers serve."""
     app = create_app(settings)
-    runner = make_runner(app)
+    runner = web.AppRunner(
+        app,
+        access_log=None,  # the service writes its own structured access log
+        # Past the graceful timeout (lifecycle.shut_down answers 503 by then), aiohttp
+        # cancels what is left.
+        shutdown_timeout=settings.shutdown.graceful_timeout_seconds + 1,
+    )
     await runner.setup()
     await web.TCPSite(runner, settings.server.host, settings.server.port).start()
     stop = asyncio.Event()

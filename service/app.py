@@ -1,4 +1,4 @@
-"""The application factory: the one place that wires settings, clients, the pipeline and routes.
+"""The application factory: the one place that wires settings, clients, the middleware and routes.
 
 `adev runserver service/app.py`, gunicorn (`service.app:create_app()`), `python -m service`
 and the tests all build the app here. Nothing connects at import time: clients open in
@@ -21,12 +21,12 @@ from service.domain.use_cases import ORDER_USE_CASES, USER_USE_CASES, OrderUseCa
 from service.http.auth import TokenVerifier
 from service.http.compression import COMPRESSION, Compression
 from service.http.cors import Cors
-from service.http.deadlines import DEADLINES, Deadlines, deadlines_ctx
 from service.http.handlers.docs import OPENAPI_DOCUMENT
-from service.http.limits import MAX_BODY_BYTES, InFlight, parser_limits
+from service.http.limits import DEADLINES, MAX_BODY_BYTES, Deadlines, InFlight, handler_args
+from service.http.middlewares import REQUEST_CONTEXT, RequestContext, request_middleware
 from service.http.openapi import build_document
-from service.http.pipeline import PIPELINE, Pipeline
-from service.http.routes import ENDPOINTS, setup_routes
+from service.http.routes import ENDPOINTS, ROUTE_POLICIES, setup_routes
+from service.lifecycle import LIFECYCLE, Lifecycle, freeze_startup_objects, shut_down
 from service.observability.access_log import ACCESS_LOG, AccessLog, access_log_ctx
 from service.observability.client_address import ClientAddress
 from service.observability.database_timer import DatabaseTimer
@@ -34,12 +34,6 @@ from service.observability.logging_setup import configure_logging
 from service.observability.metrics import METRICS, Metrics, create_metrics, metrics_ctx
 from service.observability.request_ids import RequestIds
 from service.observability.scrape import metrics_server_ctx
-from service.server.lifecycle import (
-    LIFECYCLE,
-    Lifecycle,
-    freeze_startup_objects,
-    mark_shutting_down,
-)
 from service.settings.loading import load_settings
 from service.settings.model import SETTINGS, ConfigError, Settings
 from service.storage.mongo import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
@@ -66,24 +60,25 @@ def _observability(app: web.Application, settings: Settings) -> Metrics:
 
 
 def _http(app: web.Application, settings: Settings, metrics: Metrics) -> None:
-    """The pipeline every route runs in, the route table, and the document built from it."""
+    """The request middleware's context, the route table, and the document built from it."""
     app[LIFECYCLE] = Lifecycle()
     app[DEADLINES] = Deadlines(settings.request.deadline_seconds)
     app[COMPRESSION] = Compression(settings.compression)
-    app[PIPELINE] = Pipeline(
+    app[REQUEST_CONTEXT] = RequestContext(
         server=settings.server,
-        deadlines=app[DEADLINES],
+        policies=ROUTE_POLICIES,
         request_ids=RequestIds(),
         metrics=metrics,
         access_log=app[ACCESS_LOG],
         client_address=ClientAddress(settings.log.trusted_proxies),
         tokens=TokenVerifier(settings.auth),
         in_flight=InFlight(settings.server.max_in_flight),
+        deadlines=app[DEADLINES],
         compression=app[COMPRESSION],
         cors=Cors(settings.cors),
     )
-    app.cleanup_ctx.append(deadlines_ctx)
-    app.on_shutdown.append(mark_shutting_down)
+    app.middlewares.append(request_middleware(app[REQUEST_CONTEXT]))
+    app.on_shutdown.append(shut_down)
     app[OPENAPI_DOCUMENT] = orjson.dumps(build_document(ENDPOINTS, settings))
     setup_routes(app)
 
@@ -121,7 +116,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     configure_logging(settings.log)
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        handler_args=parser_limits(settings.server),
+        handler_args=handler_args(settings.server),
     )
     app[SETTINGS] = settings
     metrics = _observability(app, settings)

@@ -9,7 +9,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from service.http.routes import add_route
 from tests.helpers.app import AiohttpClient
 
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
@@ -24,7 +23,7 @@ async def _boom(request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def boom_client(aiohttp_client: AiohttpClient, app: web.Application) -> TestClient:  # type: ignore[type-arg]
-    add_route(app, "GET", "/boom", _boom)  # a deliberately broken route on the real app
+    app.router.add_get("/boom", _boom)  # a deliberately broken route on the real app
     return await aiohttp_client(app)
 
 

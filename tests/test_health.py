@@ -8,7 +8,7 @@ import time
 from aiohttp import web
 
 from service.app import create_app
-from service.server.lifecycle import LIFECYCLE
+from service.lifecycle import LIFECYCLE
 from service.settings.model import Settings
 from service.storage.mongo import MONGO
 from tests.helpers.app import AiohttpClient, Client, wait_until

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.app import create_app
-from service.http.routes import ENDPOINTS
-from service.http.unmatched import UnmatchedPolicy
+from service.http.routes import ROUTE_POLICIES
 from service.settings.loading import load_settings
 from tests.helpers.app import AiohttpClient
 
@@ -33,7 +32,7 @@ TOKEN = "policy-writer-token-0123456789"
 def test_unmatched_paths_take_the_policy_of_the_routes_near_them(
     path: str, token: bool, bounded: bool, observed: bool
 ) -> None:
-    policy = UnmatchedPolicy([(endpoint.path, endpoint.policy) for endpoint in ENDPOINTS])(path)
+    policy = ROUTE_POLICIES.of_unmatched(path)
     assert (policy.token, policy.bounded, policy.observed) == (token, bounded, observed)
 
 

@@ -12,8 +12,7 @@ import pytest
 from aiohttp import web
 
 from service.app import create_app
-from service.http.pipeline import PIPELINE
-from service.http.routes import add_route
+from service.http.middlewares import REQUEST_CONTEXT
 from service.settings.loading import load_settings
 from service.settings.model import Settings
 from tests.helpers.app import AiohttpClient, Client, wait_until
@@ -40,7 +39,7 @@ async def _slow(request: web.Request) -> web.Response:
 def _app(test_env: dict[str, str], **env: str) -> tuple[web.Application, Settings]:
     settings = load_settings({**test_env, **env})
     app = create_app(settings)
-    add_route(app, "*", "/things", _echo)
+    app.router.add_route("*", "/things", _echo)  # a plain route: the defaults
     return app, settings
 
 
@@ -99,7 +98,7 @@ async def test_sha256_digests_from_config_work(
     digest = hashlib.sha256(HASHED.encode()).hexdigest()
     settings = replace(settings, auth=replace(settings.auth, token_sha256=(digest,)))
     app = create_app(settings)
-    add_route(app, "*", "/things", _echo)
+    app.router.add_route("*", "/things", _echo)  # a plain route: the defaults
     client = await aiohttp_client(app)
     assert (await client.post("/things")).status == 401
     assert (
@@ -156,12 +155,12 @@ async def test_overload_is_shed_with_fast_503s_and_recovers(
 ) -> None:
     app, _ = _app(test_env, MAX_IN_FLIGHT="2")
     app[RELEASE] = asyncio.Event()
-    add_route(app, "GET", "/slow", _slow)
+    app.router.add_get("/slow", _slow)
     client = await aiohttp_client(app)
     held = [asyncio.create_task(client.get("/slow")) for _ in range(2)]
 
     async def both_in_flight() -> bool:
-        return app[PIPELINE].in_flight.current == 2
+        return app[REQUEST_CONTEXT].in_flight.current == 2
 
     await wait_until(both_in_flight)
     shed = await client.get("/slow")

@@ -1,5 +1,10 @@
-"""Graceful shutdown of the real servers (python -m service, and gunicorn with 2 workers),
-under concurrent load from this test process: nothing started before SIGTERM may fail."""
+"""Graceful shutdown of the real servers under concurrent load from this test process.
+
+python -m service drains on its own: readiness 503 at once, still serving for the drain,
+then a clean stop; nothing started before SIGTERM fails. gunicorn's stock aiohttp worker
+stops accepting at once (the pod's preStop sleep and the front's retries cover that:
+test_fleet.py), finishes what it has, and exits without SIGKILL.
+"""
 
 from __future__ import annotations
 
@@ -34,8 +39,13 @@ class Server:
 
 
 @pytest.fixture(params=["python -m service", "gunicorn"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
 def server(
-    request: pytest.FixtureRequest,
+    kind: str,
     mongo_server: MongoServer,
     test_env: dict[str, str],
     tmp_path: Path,
@@ -49,7 +59,7 @@ def server(
         "SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS),
         "GRACEFUL_TIMEOUT_SECONDS": str(GRACEFUL_SECONDS),
     }
-    process = spawn_service(request.param, env, tmp_path / "server.log")
+    process = spawn_service(kind, env, tmp_path / "server.log")
     try:
         wait_for_port(port, process=process)
         yield Server(process, f"http://127.0.0.1:{port}")
@@ -60,7 +70,7 @@ def server(
 
 
 async def test_sigterm_drains_then_exits_0_without_failing_started_requests(
-    server: Server,
+    server: Server, kind: str
 ) -> None:
     async with aiohttp.ClientSession() as session:
         await until_ready(session, server.base)
@@ -97,8 +107,9 @@ async def test_sigterm_drains_then_exits_0_without_failing_started_requests(
         server.process.send_signal(signal.SIGTERM)
 
         await asyncio.sleep(0.3)
-        async with session.get(f"{server.base}/health/ready") as ready:
-            assert ready.status == 503  # readiness flips at once, while still serving
+        if kind == "python -m service":
+            async with session.get(f"{server.base}/health/ready") as ready:
+                assert ready.status == 503  # readiness flips at once, while still serving
 
         exit_code = await asyncio.to_thread(
             server.process.wait, DRAIN_SECONDS + GRACEFUL_SECONDS + 10
@@ -111,6 +122,11 @@ async def test_sigterm_drains_then_exits_0_without_failing_started_requests(
     assert exited - signalled < DRAIN_SECONDS + GRACEFUL_SECONDS
     before = [outcome for started, outcome in results if started < signalled]
     assert len(before) > 50
+    if kind == "gunicorn":
+        # A request sent on a keep-alive connection as the worker closes it may see the
+        # connection go (the front retries those); none is answered with an error.
+        assert not [o for o in before if isinstance(o, int) and o != 200], before
+        return
     assert set(before) == {200}, "a request started before SIGTERM failed"
     during_drain = [
         o for started, o in results if signalled <= started < signalled + DRAIN_SECONDS - 0.3
@@ -123,11 +139,11 @@ def test_gunicorn_gives_a_stuck_request_the_graceful_timeout_then_exits_without_
     mongo_server: MongoServer, test_env: dict[str, str], tmp_path: Path
 ) -> None:
     """A request stuck in the database (every find blocks past the socket timeout, and is
-    retried up to ten times) outlasts drain + graceful timeout. aiohttp's own worker would
-    give it 95% of gunicorn's graceful_timeout after the drain, past gunicorn's limit:
-    SIGKILL. Ours cuts it off at exactly the graceful timeout and exits cleanly."""
+    retried up to ten times) outlasts the graceful timeout. Once aiohttp's worker shuts the
+    app down, it answers 503 at the graceful timeout (lifecycle.shut_down), inside the 95%
+    of gunicorn's graceful_timeout that the worker waits, and the worker exits cleanly."""
     port = free_port()
-    drain, graceful = 1.0, 3.0
+    drain, graceful = 1.0, 3.0  # the drain is python -m service's: gunicorn has none
     env = {**os.environ, **test_env, "PORT": str(port), "WEB_CONCURRENCY": "1",
            "SHUTDOWN_DRAIN_SECONDS": str(drain), "GRACEFUL_TIMEOUT_SECONDS": str(graceful),
            "REQUEST_DEADLINE_SECONDS": "60", "RETRY_MAX_TRIES": "10",
@@ -163,7 +179,7 @@ def test_gunicorn_gives_a_stuck_request_the_graceful_timeout_then_exits_without_
     assert exit_code == 0, text
     assert "SIGKILL" not in text, text
     assert "Worker exiting" in text, text  # its own clean exit, not gunicorn's kill
-    assert drain + graceful - 0.5 < elapsed < drain + graceful + 5, (
+    assert graceful - 0.5 < elapsed < graceful + 5, (
         elapsed,
         text,
     )  # gunicorn margin

@@ -2,7 +2,8 @@
 
 Hand-written rather than aiohttp's `enable_compression`, for two reasons. That compresses
 on every request, while here a compressed body is remembered by its identity bytes, so a
-cached representation served again costs a dictionary lookup. And it keeps the ETag,
+cached representation served again costs a dictionary lookup (the cache hands out the same
+bytes object each time, whose hash Python keeps). And it keeps the ETag,
 while a strong ETag names one sequence of bytes (RFC 9110 §8.8.3): a gzip body is another
 representation and gets its own strong tag, the identity tag with `-gzip` inside the
 quotes. Preconditions read either tag as the same resource state (`identity_tag`).
@@ -20,7 +21,7 @@ from collections import OrderedDict
 
 from aiohttp import web
 
-from service.http.responses import JSON, STANDARD_HEADERS, Representation, add_vary
+from service.http.responses import add_vary
 from service.settings.model import CompressionSettings
 
 _GZIP_SUFFIX = '-gzip"'
@@ -31,7 +32,6 @@ _QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 _MEMO_BYTES = 8 * 1024 * 1024
 _MEMO_ENTRY_BYTES = _MEMO_BYTES // 64
 _ACCEPT_MEMO_ENTRIES = 64  # distinct Accept-Encoding values remembered (clients send few)
-_HEAD_MEMO_ENTRIES = 4096  # heads of cached representations (a few hundred bytes each)
 
 
 def coded_tag(etag: str) -> str:
@@ -80,7 +80,6 @@ class Compression:
         self._accepts: dict[str, bool] = {}
         self._memo: OrderedDict[bytes, bytes] = OrderedDict()
         self._memo_bytes = 0
-        self._heads: dict[tuple[str, bool, int], bytes] = {}
 
     def eligible(self, size: int) -> bool:
         """Whether a body this large is compressed for clients that accept gzip."""
@@ -115,32 +114,8 @@ class Compression:
                 self._memo_bytes -= len(old_body) + len(old_coded)
         return coded
 
-    def representation(self, request: web.BaseRequest, etag: str, body: bytes) -> Representation:
-        """A cached JSON representation as this request gets it: gzip when it asks and the
-        body is large enough, its head (what `apply` and the pipeline would have set)
-        serialized once per ETag, coding and length."""
-        eligible = len(body) >= self._min_bytes
-        coded = eligible and self.wants_gzip(request)
-        if coded:
-            body = self.gzip(body)
-        head = self._heads.get((etag, coded, len(body)))
-        if head is None:
-            head = self._head(etag, coded, len(body))
-        return Representation(head, body, "Accept-Encoding" if eligible else None)
-
-    def _head(self, etag: str, coded: bool, length: int) -> bytes:
-        lines = [("Content-Type", JSON), ("Content-Length", str(length)), *STANDARD_HEADERS]
-        lines.append(("ETag", coded_tag(etag) if coded else etag))
-        if coded:
-            lines.append(("Content-Encoding", "gzip"))
-        head = "".join(f"{name}: {value}\r\n" for name, value in lines).encode()
-        if len(self._heads) >= _HEAD_MEMO_ENTRIES:
-            self._heads.clear()
-        self._heads[(etag, coded, length)] = head
-        return head
-
     def apply(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
-        """In the pipeline: mark an eligible answer as varying, and gzip it when asked.
+        """In the request middleware: mark an eligible answer as varying, and gzip it when asked.
 
         Runs for every response, so the common cases leave after a length check: 204 and
         304 have no body, and nothing else sets Content-Encoding.

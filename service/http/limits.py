@@ -2,8 +2,9 @@
 and a bound on requests in flight.
 
 aiohttp's own parser limits (set explicitly in app.py, a little above ours) reject
-pathological heads before any middleware runs (service/server/connections.py answers those).
-Below those limits `check_head` answers with the precise problem+json status (414, 431).
+pathological heads before any middleware runs, with aiohttp's own plain-text answer (the
+front, config/haproxy/, refuses those first). Below those limits `check_head` answers with
+the precise problem+json status (414, 431).
 The body is read before the request takes an in-flight slot, under its own timeout, so
 clients that trickle bodies hold a connection, never a slot. The in-flight bound sheds
 load with a fast 503 instead of queueing until clients time out.
@@ -12,6 +13,8 @@ load with a fast 503 instead of queueing until clients time out.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+from dataclasses import dataclass
 from itertools import chain
 
 from aiohttp import HttpVersion11, web
@@ -25,8 +28,10 @@ from service.domain.errors import (
     UriTooLong,
 )
 from service.settings.model import ServerSettings
+from service.storage.retry import deadline_var
 
 MAX_BODY_BYTES = 64 * 1024
+LINGERING_SECONDS = 2.0
 _TOO_LARGE = f"The request body is too large (at most {MAX_BODY_BYTES} bytes)."
 
 
@@ -44,9 +49,58 @@ class InFlight:
         self.current += 1
 
 
-def parser_limits(settings: ServerSettings) -> dict[str, int]:
-    """aiohttp's hard parser limits: twice ours, so ours answer first with the right status."""
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    timeout: asyncio.Timeout
+    token: contextvars.Token[float | None]  # deadline_var's, for the retries below
+
+
+class Deadlines:
+    """Every request is answered within `request.deadline_seconds`: 503 + Retry-After when
+    it runs over (the middleware turns its own timeout's TimeoutError into that).
+
+    Each request runs under `asyncio.timeout_at`; the deadline also bounds retries
+    (`RetryPolicy.remaining` reads `deadline_var`). The timeouts in flight are kept so that
+    shutdown can bring them forward: a request still busy when the graceful timeout ends
+    answers 503 instead of being cancelled without an answer.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.active: set[asyncio.Timeout] = set()
+
+    def start(self) -> Deadline:
+        when = asyncio.get_running_loop().time() + self.seconds
+        timeout = asyncio.timeout_at(when)
+        self.active.add(timeout)
+        return Deadline(timeout, deadline_var.set(when))
+
+    def finish(self, deadline: Deadline) -> None:
+        self.active.discard(deadline.timeout)
+        deadline_var.reset(deadline.token)
+
+    def bring_forward(self, seconds: float) -> None:
+        """No request in flight may run longer than `seconds` from now (shutdown)."""
+        latest = asyncio.get_running_loop().time() + seconds
+        for timeout in self.active:
+            when = timeout.when()
+            if when is None or when > latest:
+                timeout.reschedule(latest)
+
+
+DEADLINES = web.AppKey("deadlines", Deadlines)
+
+
+def handler_args(settings: ServerSettings) -> dict[str, float]:
+    """aiohttp's per-connection settings (`web.Application(handler_args=...)`), so they are
+    the same under gunicorn's stock worker, `python -m service` and adev: the idle
+    keep-alive timeout, how long to read and drop the rest of a body after answering early
+    (413, 408: long enough that the client reads our answer rather than a reset, short
+    enough that a stalled sender does not hold the connection), and hard parser limits
+    twice ours, so that ours answer first with the right status."""
     return {
+        "keepalive_timeout": settings.keepalive_timeout_seconds,
+        "lingering_time": LINGERING_SECONDS,
         "max_line_size": 2 * max(settings.max_request_line_bytes, settings.max_header_bytes),
         "max_field_size": 2 * settings.max_header_bytes,
         "max_headers": 128,
@@ -74,7 +128,7 @@ def _declared_too_large(request: web.BaseRequest) -> bool:
 
 async def expect_continue(request: web.Request) -> None:
     """aiohttp's `Expect: 100-continue` answer, withheld from a body declared too large:
-    the pipeline then answers 413 before the client sends a byte of it."""
+    the middleware then answers 413 before the client sends a byte of it."""
     if request.version < HttpVersion11 or _declared_too_large(request):
         return
     if request.headers.get("Expect", "").lower() != "100-continue":
@@ -85,7 +139,7 @@ async def expect_continue(request: web.Request) -> None:
 
 async def receive_body(request: web.Request, seconds: float) -> None:
     """Read the whole body (cached for the handler's `read()`) within `seconds`; the
-    pipeline calls this when the request has one, before its work begins.
+    middleware calls this when the request has one, before its work begins.
 
     413 at once for a declared length over the limit (aiohttp's read raises 413 for an
     undeclared one); 408 when the client stalls.

@@ -1,11 +1,12 @@
-"""The URL table, readable top to bottom. The OpenAPI document is generated from it."""
+"""The URL table, readable top to bottom: each route's handler, policy and contract. The
+OpenAPI document is generated from it, and the request middleware reads the policies."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from aiohttp.typedefs import Handler
 from msgspec import Struct
 
@@ -22,9 +23,6 @@ from service.domain.schemas import (
 )
 from service.http.handlers import docs, health, orders, users
 from service.http.limits import expect_continue
-from service.http.pipeline import PIPELINE, Answer, Policy
-from service.http.unmatched import UnmatchedPolicy, UnmatchedResource, refuse
-from service.observability.metric_specs import UNMATCHED
 from service.observability.scrape import metrics_handler
 from service.settings.model import SETTINGS, Settings
 
@@ -52,7 +50,24 @@ def _metrics_on_api_port(settings: Settings) -> bool:
     return settings.metrics.port == 0
 
 
-# What the pipeline does around each route (pipeline.Policy says what each flag means).
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What the request middleware does around a route besides running it; the OpenAPI
+    document reads it too."""
+
+    # A bearer token, when tokens are configured: the write scope for writes, the read
+    # scope for reads when `auth.reads` says so (TokenVerifier.required_scope).
+    token: bool = True
+    # Under the in-flight bound and the deadline; probes and scrapes are not: they carry
+    # their own bounds, and must answer when the service is saturated (that is when they
+    # matter).
+    bounded: bool = True
+    # Counted in metrics and written to the access log; scrapes are not: they would drown
+    # the requests.
+    observed: bool = True
+
+
+# What the middleware does around each route.
 API = Policy()
 PUBLIC = Policy(token=False)  # the published contract and its page
 PROBE = Policy(token=False, bounded=False)
@@ -78,8 +93,7 @@ class Endpoint:
     public: bool = True  # False: served, but not part of the documented API
     policy: Policy = API  # token, in-flight bound and deadline, metrics and access log
     served_if: Callable[[Settings], bool] | None = None  # None: always served
-    # Answers from a cache without waiting, or None: then the handler runs (pipeline.py).
-    cached: Answer | None = None
+    hot: bool = False  # added to the router first (see setup_routes)
 
 
 _USER_FROM_BODY = "$response.body#/id"
@@ -96,7 +110,7 @@ ENDPOINTS = (
              query=("limit", "after")),
     Endpoint("GET", "/users/{user_id}", users.get_user, "A user and their 100 newest orders",
              200, UserWithOrders, headers=("If-None-Match",), errors=(304, 404),
-             ok_headers=("ETag",), cached=users.cached_user,
+             ok_headers=("ETag",), hot=True,
              links=(link("patch_user", users.patch_user, user_id="$response.body#/user/id",
                          **_IF_MATCH_FROM_ETAG),
                     link("delete_user", users.delete_user, user_id="$response.body#/user/id",
@@ -120,7 +134,7 @@ ENDPOINTS = (
              query=("limit", "after"), errors=(404,)),
     Endpoint("GET", "/orders/{order_id}", orders.get_order, "One order", 200, Order,
              headers=("If-None-Match",), errors=(304, 404), ok_headers=("ETag",),
-             cached=orders.cached_order,
+             hot=True,
              links=(link("get_user", users.get_user, user_id="$response.body#/user_id"),)),
     Endpoint("GET", "/health/live", health.live, "Liveness: the process answers", 200, Health,
              policy=PROBE),
@@ -139,63 +153,74 @@ ENDPOINTS = (
 
 
 def setup_routes(app: web.Application) -> None:
-    """One resource per path, holding all its methods: a URL is matched once, not per method.
+    """Register the served endpoints; a GET answers HEAD too (RFC 9110 §9.1), with the same
+    handler, so the two cannot disagree (aiohttp drops the body and keeps Content-Length).
 
-    Every handler runs inside the pipeline (`add_route`), and what the router cannot match
-    gets it too (`UnmatchedResource`); a route added around them fails the start-up.
+    The cached reads are added first: the router tries the resources under one prefix
+    (/users) in the order they were added, and those are the hottest paths.
     """
     settings = app[SETTINGS]
-    # The router tries the resources under one prefix (/users) in the order they were
-    # added: the cached reads, the hottest paths, first.
-    for endpoint in sorted(ENDPOINTS, key=lambda endpoint: endpoint.cached is None):
-        if endpoint.served_if is not None and not endpoint.served_if(settings):
-            continue  # e.g. /metrics on its own port (metrics_server_ctx), /docs turned off
-        add_route(
-            app,
-            endpoint.method,
-            endpoint.path,
-            endpoint.handler,
-            policy=endpoint.policy,
-            cached=endpoint.cached,
-        )
-    policy = UnmatchedPolicy([(endpoint.path, endpoint.policy) for endpoint in ENDPOINTS])
-    pipelined = app[PIPELINE].wrap(refuse, hdrs.METH_ANY, UNMATCHED, policy)
-    app.router.register_resource(UnmatchedResource(app.router, pipelined))
-    app.on_startup.append(_check_routes)
+    served = [
+        endpoint
+        for endpoint in ENDPOINTS
+        if endpoint.served_if is None or endpoint.served_if(settings)
+    ]
+    # One resource per path, holding all its methods (a URL is matched once, not per
+    # method): aiohttp adds a route to the last resource when the path is the same.
+    paths = sorted(
+        dict.fromkeys(e.path for e in served), key=lambda path: not _is_hot(served, path)
+    )
+    app.router.add_routes(
+        [
+            web.route(e.method, e.path, e.handler, expect_handler=expect_continue)
+            for path in paths
+            for e in served
+            if e.path == path
+        ]
+    )
 
 
-def add_route(
-    app: web.Application,
-    method: str,
-    path: str,
-    handler: Handler,
-    *,
-    policy: Policy = API,
-    cached: Answer | None = None,
-) -> None:
-    """Serve `handler` for `method` (`*`: any) on `path`, inside the pipeline, under
-    `policy` (`cached`: see Endpoint).
+def _is_hot(endpoints: Sequence[Endpoint], path: str) -> bool:
+    return any(endpoint.hot for endpoint in endpoints if endpoint.path == path)
 
-    A GET also answers HEAD (RFC 9110 §9.1) with the same handler, so the two cannot
-    disagree; aiohttp sends the headers, Content-Length included, and drops the body.
+
+class RoutePolicies:
+    """The policy of the route a request matched, from the table; the strictest of the routes
+    near its path for what the router could not match (404, 405).
+
+    A route's reach is its path up to the last `/` before any variable, or the whole path at
+    the top level (`/health/live`: `/health/`; `/metrics`: `/metrics`). So a 404 under
+    `/health/` is as open and unbounded as the probes, and one under `/users/` needs the
+    token the users' routes need. Routes not served here count too: `/metrics` scraped on
+    the API port while it is served on its own port is still neither counted nor logged. A
+    route added with a plain `router.add_get` gets the API's defaults.
     """
-    router = app.router
-    known = (r for r in router.resources() if isinstance(r, web.Resource) and r.raw_match(path))
-    resource = next(known, None)
-    if resource is None:  # one resource per path, holding all its methods
-        resource = router.add_resource(path)
-    pipeline = app[PIPELINE]
-    route = resource.canonical
-    methods = (method, hdrs.METH_HEAD) if method == hdrs.METH_GET else (method,)
-    for each in methods:
-        wrapped = pipeline.wrap(handler, each, route, policy, cached)
-        resource.add_route(each, wrapped, expect_handler=expect_continue)
+
+    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
+        self._by_handler = {endpoint.handler: endpoint.policy for endpoint in endpoints}
+        reach: dict[str, list[Policy]] = {}
+        for endpoint in endpoints:
+            static = endpoint.path.partition("{")[0]
+            head = static.rpartition("/")[0]
+            reach.setdefault(f"{head}/" if head else static, []).append(endpoint.policy)
+        self._reach = tuple((prefix, _strictest(policies)) for prefix, policies in reach.items())
+        self._unobserved = frozenset(e.path for e in endpoints if not e.policy.observed)
+
+    def of_handler(self, handler: Handler) -> Policy:
+        return self._by_handler.get(handler, API)
+
+    def of_unmatched(self, path: str) -> Policy:
+        near = [policy for prefix, policy in self._reach if path.startswith(prefix)]
+        strictest = _strictest(near) if near else API
+        return Policy(strictest.token, strictest.bounded, path not in self._unobserved)
 
 
-async def _check_routes(app: web.Application) -> None:
-    """on_startup: a handler added straight to the router would run without request ids,
-    metrics, problem+json or authentication; refuse to start instead."""
-    wrapped = app[PIPELINE].wrapped
-    for route in app.router.routes():
-        if route.handler not in wrapped:
-            raise RuntimeError(f"{route.method} {route.resource}: add routes with routes.add_route")
+def _strictest(policies: list[Policy]) -> Policy:
+    return Policy(
+        token=any(p.token for p in policies),
+        bounded=any(p.bounded for p in policies),
+        observed=any(p.observed for p in policies),
+    )
+
+
+ROUTE_POLICIES = RoutePolicies(ENDPOINTS)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from service.observability.parser_errors import install_parser_error_filter
 from service.observability.request_ids import request_id_var
 from service.settings.model import LogSettings
 
@@ -57,6 +58,7 @@ def configure_logging(settings: LogSettings) -> None:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     root.addHandler(handler)
     root.setLevel(settings.level)
+    install_parser_error_filter()
     # pymongo's DEBUG records carry whole commands, documents included: never log them.
     for noisy in ("pymongo", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(settings.level)))

@@ -19,11 +19,6 @@ _TOKEN_DIGEST = re.compile(r"[0-9a-f]{64}(:read)?")
 def check_settings(settings: Settings, env: Mapping[str, str]) -> None:
     """Raise ConfigError for the first setting that contradicts another or its own grammar."""
     _check_timeouts(settings)
-    if settings.server.max_connections <= settings.server.max_in_flight:
-        raise ConfigError(
-            "server.max_connections (MAX_CONNECTIONS): expected more than server.max_in_flight "
-            f"({settings.server.max_in_flight}), got {settings.server.max_connections}"
-        )
     _check_tokens(settings.auth)
     _check_cursor_secrets(settings.paging)
     if settings.cache.backend == "redis":

@@ -46,13 +46,8 @@ class ServerSettings:
     max_in_flight: Annotated[int, Meta(ge=1, le=100_000)] = setting("MAX_IN_FLIGHT")
     max_request_line_bytes: Annotated[int, Meta(ge=256, le=65_536)] = setting()
     max_header_bytes: Annotated[int, Meta(ge=1024, le=65_536)] = setting()
-    # Connection bounds (server/connections.py): the same under python -m service and gunicorn.
-    max_connections: Annotated[int, Meta(ge=16, le=1_000_000)] = setting("MAX_CONNECTIONS")
     keepalive_timeout_seconds: Annotated[float, Meta(ge=0.1, le=3600)] = setting(
         "KEEPALIVE_TIMEOUT_SECONDS"
-    )
-    header_timeout_seconds: Annotated[float, Meta(ge=0.1, le=300)] = setting(
-        "HEADER_TIMEOUT_SECONDS"
     )
     body_timeout_seconds: Annotated[float, Meta(ge=0.1, le=300)] = setting("BODY_TIMEOUT_SECONDS")
 

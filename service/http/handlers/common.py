@@ -21,6 +21,7 @@ from service.domain.schemas import (
 from service.domain.validation import parse_body
 from service.http.compression import COMPRESSION, coded_tag
 from service.http.preconditions import if_none_match
+from service.http.responses import JSON
 
 T = TypeVar("T", bound=Struct)
 _PAGE_PARAMETERS = frozenset({"limit", "after"})
@@ -94,7 +95,7 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-def conditional_json(request: web.Request, cached: Cached) -> web.StreamResponse:
+def conditional_json(request: web.Request, cached: Cached) -> web.Response:
     """The encoded body as-is with its ETag, or 304 when If-None-Match (weak) already has it.
 
     A 304 carries the ETag and Vary the 200 would have (RFC 9110 §15.4.5): the gzip tag
@@ -109,4 +110,4 @@ def conditional_json(request: web.Request, cached: Cached) -> web.StreamResponse
             if compression.wants_gzip(request):
                 headers["ETag"] = coded_tag(cached.etag)
         return web.Response(status=304, headers=headers)
-    return compression.representation(request, cached.etag, cached.body)
+    return web.Response(body=cached.body, headers={"Content-Type": JSON, "ETag": cached.etag})

@@ -7,7 +7,7 @@ from aiohttp import web
 from service.background import within
 from service.http.problems import problem_response
 from service.http.responses import json_response
-from service.server.lifecycle import LIFECYCLE
+from service.lifecycle import LIFECYCLE
 from service.settings.model import SETTINGS
 from service.storage.mongo import MONGO, PyMongoError
 

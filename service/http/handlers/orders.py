@@ -31,12 +31,8 @@ async def list_orders(request: web.Request) -> web.Response:
     return json_response({"items": page.items, "next": page.next})
 
 
-async def get_order(request: web.Request) -> web.StreamResponse:
+async def get_order(request: web.Request) -> web.Response:
     order_id = path_id(request, "order_id")
-    return conditional_json(request, await request.app[ORDER_USE_CASES].order(order_id))
-
-
-def cached_order(request: web.Request) -> web.StreamResponse | None:
-    """get_order's answer when the cache has it at hand (memory), else None."""
-    found = request.app[ORDER_USE_CASES].cached_order(path_id(request, "order_id"))
-    return None if found is None else conditional_json(request, found)
+    use_cases = request.app[ORDER_USE_CASES]
+    found = use_cases.cached_order(order_id) or await use_cases.order(order_id)
+    return conditional_json(request, found)

@@ -1,1 +1,0 @@
-"""The process around the app: the runner, connection bounds, probes' state and shutdown."""
