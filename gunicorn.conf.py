@@ -5,6 +5,7 @@ validated here, in the master, so a bad value stops gunicorn before any worker s
 one line on stderr, exit code 2.
 """
 
+import logging
 import math
 import os
 import sys
@@ -80,3 +81,20 @@ def on_exit(server: Any) -> None:
     """What the server wrote in the metrics directory goes with it (the directory too, if
     it made it)."""
     release_directory(server.metrics_directory)
+
+
+class _ListenerClosedTwice(logging.Filter):
+    """uvloop owns a listening socket it serves and closes it at shutdown; gunicorn then
+    closes its own wrapper of the same descriptor and logs EBADF at INFO on every rollout
+    (benoitc/gunicorn#3013, #1877). Harmless: only that one line is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.getMessage().startswith("Error while closing socket")
+            and "[Errno 9]" in record.getMessage()
+        )
+
+
+def post_worker_init(worker: Any) -> None:
+    """In each worker, once it is set up: the filter above on gunicorn's error log."""
+    worker.log.error_log.addFilter(_ListenerClosedTwice())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import subprocess
@@ -110,14 +111,16 @@ def test_every_configmap_key_is_a_setting_the_service_reads() -> None:
     assert set(_production_env()) <= known
 
 
-def test_termination_grace_covers_drain_and_graceful_timeout() -> None:
+def test_termination_grace_covers_the_pre_stop_sleep_and_gunicorns_graceful_timeout() -> None:
     spec = _load("deployment.yaml")["spec"]["template"]["spec"]
+    command = _container()["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pre_stop = float(command[1])
+    assert pre_stop >= 5  # the endpoints controller and the ingress notice within it
     shutdown = _production().shutdown
-    # gunicorn's graceful_timeout (drain + graceful + its margin) ends before the kubelet's.
-    assert (
-        spec["terminationGracePeriodSeconds"]
-        >= shutdown.drain_seconds + shutdown.graceful_timeout_seconds + 5
-    )
+    # gunicorn.conf.py's graceful_timeout: aiohttp's worker waits 95% of it for requests.
+    graceful = math.ceil(shutdown.graceful_timeout_seconds / 0.95) + 5
+    assert spec["terminationGracePeriodSeconds"] >= pre_stop + graceful
 
 
 def test_pod_runs_as_the_image_user_with_a_read_only_root() -> None:
