@@ -156,6 +156,9 @@ def test_a_generated_client_does_a_full_round_trip(
     assert user.id in [item.id for item in listed.parsed.items]
     forged = list_users.sync_detailed(client=api, after="AAAA.AAAAAAAAAAAAAAAAAAAAAA")
     assert forged.status_code == 400
+    found = list_users.sync_detailed(client=api, email=user.email.upper())
+    assert (found.status_code, [item.id for item in found.parsed.items]) == (200, [user.id])
+    assert not found.parsed.next_
     invalid = create_user.sync_detailed(
         client=api, body=models.UserCreate(name="Bad Email", email="not-an-email")
     )

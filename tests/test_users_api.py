@@ -150,7 +150,7 @@ async def test_bad_paging_parameters_are_400(client: Client, query: str) -> None
 @pytest.mark.parametrize(
     ("query", "errors"),
     [
-        ("email=ada@example.com", [("email", "unknown parameter")]),
+        ("name=Ada", [("name", "unknown parameter")]),
         ("limit[$gt]=0", [("limit[$gt]", "unknown parameter")]),
         ("limit=5&limit=100", [("limit", "given more than once")]),
         (

@@ -35,6 +35,7 @@ EMAIL_PATTERN = (
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+\Z"
 )
+MAX_EMAIL_LENGTH = 254
 MAX_AMOUNT = 10**12
 
 # Examples are what the documentation page shows and generated clients' docs quote: a
@@ -51,7 +52,7 @@ Email = Annotated[
     str,
     Meta(
         pattern=EMAIL_PATTERN,
-        max_length=254,
+        max_length=MAX_EMAIL_LENGTH,
         description="stored lower-cased; unique",
         examples=["ada@example.com"],
     ),

@@ -122,6 +122,12 @@ class UserUseCases(_UseCases):
         more = len(documents) > limit
         return Page(items, self._cursors.encode({"id": items[-1]["id"]}) if more else None)
 
+    async def find_user_by_email(self, email: str) -> Page:
+        """The one user with this email, as a page of one or none (stored lower-cased, so
+        the match is case-insensitive)."""
+        document = await self.users.find_by_email(email.lower())
+        return Page([] if document is None else [to_plain(document)], None)
+
     async def update_user(
         self,
         user_id: str,

@@ -17,6 +17,7 @@ import msgspec
 from service.domain.schemas import (
     NON_EMPTY,
     After,
+    Email,
     IdempotencyKey,
     OrderId,
     PageLimit,
@@ -109,6 +110,12 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
         # which no pattern could say (it is signed).
         "schema": msgspec.json.schema(After),
         "description": "the `next` cursor of the previous page (opaque; made-up ones get 400)",
+    },
+    "email": {
+        "name": "email", "in": "query", "required": False,
+        "schema": msgspec.json.schema(Email),
+        "description": "look up the one user with this address (case-insensitive): a page of "
+        "one user or none; not with `after`",
     },
     "Idempotency-Key": {
         "name": "Idempotency-Key", "in": "header", "required": False,

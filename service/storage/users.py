@@ -42,6 +42,11 @@ class UserQueries:
             raise Conflict("A user with this email already exists.")
         return stored
 
+    @retried("users.find_by_email")
+    async def find_by_email(self, email: str) -> Document | None:
+        """The user with this (lower-cased) email: one `find` on the unique index."""
+        return await self._mongo.users.find_one({"email": email})
+
     @retried("users.page")
     async def page(self, limit: int, after_id: str | None) -> list[Document]:
         query: Document = {} if after_id is None else {"_id": {"$gt": after_id}}

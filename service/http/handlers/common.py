@@ -14,7 +14,9 @@ from service.domain.ids import is_valid_path_id
 from service.domain.representation import ANY_TAG
 from service.domain.schemas import (
     DEFAULT_PAGE_LIMIT,
+    EMAIL_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
+    MAX_EMAIL_LENGTH,
     MAX_PAGE_LIMIT,
     MIN_PAGE_LIMIT,
 )
@@ -25,6 +27,7 @@ from service.http.responses import JSON
 
 T = TypeVar("T", bound=Struct)
 _PAGE_PARAMETERS = frozenset({"limit", "after"})
+_EMAIL = re.compile(EMAIL_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
@@ -49,23 +52,28 @@ async def json_body(request: web.Request, kind: type[T]) -> T:
     return parse_body(body, kind)
 
 
-def page_params(request: web.Request) -> tuple[int, str | None]:
-    """`limit` and `after`, each at most once; any other parameter is a 400.
+def page_params(
+    request: web.Request, filters: frozenset[str] = frozenset()
+) -> tuple[int, str | None]:
+    """`limit` and `after` (and the route's `filters`), each at most once; any other
+    parameter is a 400.
 
-    A filter the service does not have (`?email=...`, `?limit[$gt]=0`) must not quietly
+    A filter the service does not have (`?name=...`, `?limit[$gt]=0`) must not quietly
     answer with an unfiltered page, and a repeated one must not mean what a proxy in front
     of us thinks it means.
     """
+    known = _PAGE_PARAMETERS | filters
     errors = [
         {"pointer": name, "detail": "unknown parameter"}
-        for name in sorted(set(request.query) - _PAGE_PARAMETERS)
+        for name in sorted(set(request.query) - known)
     ] + [
         {"pointer": name, "detail": "given more than once"}
-        for name in sorted(_PAGE_PARAMETERS)
+        for name in sorted(known)
         if len(request.query.getall(name, ())) > 1
     ]
     if errors:
-        raise InvalidInput("Page with `limit` and `after` alone, each at most once.", errors=errors)
+        named = ", ".join(f"`{name}`" for name in sorted(known))
+        raise InvalidInput(f"Use {named} alone, each at most once.", errors=errors)
     raw = request.query.get("limit")
     limit = DEFAULT_PAGE_LIMIT
     if raw is not None:
@@ -83,6 +91,25 @@ def page_params(request: web.Request) -> tuple[int, str | None]:
             errors=[{"pointer": "after", "detail": "empty"}],
         )
     return limit, after
+
+
+def email_param(request: web.Request) -> str | None:
+    """`email`, when given: an address as `POST /users` accepts it, and never with `after`
+    (a lookup has one page)."""
+    email = request.query.get("email")
+    if email is None:
+        return None
+    if "after" in request.query:
+        raise InvalidInput(
+            "Look up by `email` without `after`: a lookup has one page.",
+            errors=[{"pointer": "email", "detail": "not with after"}],
+        )
+    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
+        raise InvalidInput(
+            "`email` must be an email address.",
+            errors=[{"pointer": "email", "detail": "expected an address, at most 254 characters"}],
+        )
+    return email
 
 
 def idempotency_key(request: web.Request) -> str | None:

@@ -8,6 +8,7 @@ from service.domain.schemas import UserCreate, UserPatch
 from service.domain.use_cases import USER_USE_CASES
 from service.http.handlers.common import (
     conditional_json,
+    email_param,
     idempotency_key,
     json_body,
     page_params,
@@ -15,6 +16,8 @@ from service.http.handlers.common import (
 )
 from service.http.preconditions import if_match, if_none_match
 from service.http.responses import json_response
+
+_FILTERS = frozenset({"email"})
 
 
 async def create_user(request: web.Request) -> web.Response:
@@ -25,8 +28,14 @@ async def create_user(request: web.Request) -> web.Response:
 
 
 async def list_users(request: web.Request) -> web.Response:
-    limit, after = page_params(request)
-    page = await request.app[USER_USE_CASES].list_users(limit, after)
+    """A page of users, or with `?email=` the one user with that address (or none)."""
+    limit, after = page_params(request, _FILTERS)
+    email = email_param(request)
+    use_cases = request.app[USER_USE_CASES]
+    if email is not None:
+        page = await use_cases.find_user_by_email(email)
+    else:
+        page = await use_cases.list_users(limit, after)
     return json_response({"items": page.items, "next": page.next})
 
 
