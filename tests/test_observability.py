@@ -19,8 +19,9 @@ import pytest
 
 from service.app import create_app
 from service.observability.access_log import ACCESS_LOG
+from service.observability.logging_setup import HANDLER_NAME, configure_logging
 from service.settings.loading import load_settings
-from service.settings.model import Settings
+from service.settings.model import LogSettings, Settings
 from tests.helpers.app import AiohttpClient, Client, access_lines, json_log_app, ready_client
 from tests.helpers.http import until_ready
 from tests.helpers.metrics import both_workers_published, parse, replace_a_worker, scrape, total
@@ -168,6 +169,26 @@ async def test_secrets_never_reach_logs_or_bodies(
     assert any(
         r.name == "service.cache.response_cache" for r in caplog.records
     )  # it did log, just not that
+
+
+def test_configuring_logging_again_replaces_only_its_own_handler() -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    theirs = logging.StreamHandler(io.StringIO())  # another library's, or pytest's
+    root.addHandler(theirs)
+    log_settings = LogSettings(level="INFO", format="json", access=True, trusted_proxies=())
+    try:
+        configure_logging(log_settings)
+        configure_logging(log_settings)
+        ours = [handler for handler in root.handlers if handler.name == HANDLER_NAME]
+        assert len(ours) == 1
+        assert theirs in root.handlers
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
 
 
 def _json_log_line_of_a_request(test_env: dict[str, str], tmp_path: Path) -> dict[str, object]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import subprocess
 import time
 from collections import Counter, defaultdict
@@ -18,6 +19,7 @@ import pytest
 
 from service.observability.metric_specs import SPECS
 from service.observability.metrics import Metrics
+from service.observability.samples import decode_key, read_samples, worker_file
 from service.observability.scrape import exposition
 from tests.helpers.app import Client
 from tests.helpers.metrics import (
@@ -90,6 +92,29 @@ def test_histograms_are_cumulative_and_whole() -> None:
     assert samples[("http_request_duration_seconds_bucket", "5.0")] == 4
     assert samples[("http_request_duration_seconds_bucket", "+Inf")] == 6
     assert samples[("http_request_duration_seconds_count", None)] == 6
+
+
+def test_a_request_that_ends_after_close_leaves_the_sample_file_alone(tmp_path: Path) -> None:
+    metrics = Metrics(tmp_path)
+    series = metrics.series("GET", "/x")
+    series.started()
+    series.finished(200, 0.01)
+    series.started()  # still in flight when the worker shuts down
+    metrics.close()
+    series.finished(200, 0.01)  # into memory nobody reads, not into the closed map
+    series.started()
+    series.finished(404, 0.01)
+    samples = {
+        (name, labels): value
+        for key, value in read_samples(worker_file(tmp_path, os.getpid())).items()
+        for name, part, labels in [decode_key(key)]
+        if not part
+    }
+    route = (("method", "GET"), ("route", "/x"))
+    assert samples == {
+        ("http_requests_total", (*route, ("status", "200"))): 1.0,
+        ("http_requests_in_progress", route): 1.0,
+    }
 
 
 async def test_promtool_accepts_the_single_process_exposition(client: Client) -> None:

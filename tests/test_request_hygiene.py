@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 
 import pytest
@@ -101,6 +102,24 @@ def test_generated_request_ids_are_random() -> None:
         assert abs(int(a, 16) - int(b, 16)) > 2**64
     ones = sum(bin(int(rid, 16)).count("1") for rid in fresh)
     assert 0.45 < ones / (128 * len(fresh)) < 0.55  # about half the bits set
+
+
+def test_a_forked_child_does_not_hand_out_its_parents_next_ids() -> None:
+    ids = RequestIds()
+    ids.fresh()  # the parent has drawn a batch; the rest of it is the parent's to hand out
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one id through the pipe, then out without pytest's teardown
+        try:
+            os.write(write, ids.fresh().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read()
+    os.waitpid(pid, 0)
+    assert re.fullmatch(r"[0-9a-f]{32}", child)
+    assert child != ids.fresh()
 
 
 async def test_request_ids_in_responses_share_no_prefix(client: Client) -> None:

@@ -11,6 +11,7 @@ import functools
 import json
 import re
 import unicodedata
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar, get_args
 
@@ -120,21 +121,22 @@ def _count_keys(value: Any) -> int:
     return total
 
 
-class _Object(dict[str, Any]):
-    """A decoded JSON object that remembers which of its keys the text repeated."""
+@dataclass(frozen=True, slots=True)
+class _Object:
+    """A decoded JSON object, and the keys its text repeated."""
 
+    members: dict[str, Any]
     repeated: list[str]
 
 
 def _remember_repeats(pairs: list[tuple[str, Any]]) -> _Object:
-    result = _Object(pairs)
     seen: set[str] = set()
-    result.repeated = []
+    repeated: list[str] = []
     for key, _ in pairs:
-        if key in seen and key not in result.repeated:
-            result.repeated.append(key)
+        if key in seen and key not in repeated:
+            repeated.append(key)
         seen.add(key)
-    return result
+    return _Object(dict(pairs), repeated)
 
 
 def duplicate_keys(body: bytes) -> list[str]:
@@ -144,7 +146,7 @@ def duplicate_keys(body: bytes) -> list[str]:
     def walk(value: Any, prefix: str) -> None:
         if isinstance(value, _Object):
             pointers.extend(f"{prefix}/{_escape(key)}" for key in value.repeated)
-            for key, item in value.items():
+            for key, item in value.members.items():
                 walk(item, f"{prefix}/{_escape(key)}")
         elif isinstance(value, list):
             for index, item in enumerate(value):

@@ -41,16 +41,19 @@ class JsonFormatter(logging.Formatter):
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"
+# How a second call recognises the handler the first one installed (a logging handler's
+# name is public: `logging.getHandlerByName` finds handlers by it from Python 3.12).
+HANDLER_NAME = "user-service"
 
 
 def configure_logging(settings: LogSettings) -> None:
     """Install one stderr handler on the root logger; safe to call again (tests, reloads)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if getattr(handler, "_user_service", False):
+        if handler.name == HANDLER_NAME:
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
-    handler._user_service = True  # type: ignore[attr-defined]
+    handler.name = HANDLER_NAME
     handler.addFilter(_RequestIdFilter())
     if settings.format == "json":
         handler.setFormatter(JsonFormatter())

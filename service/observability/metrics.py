@@ -88,7 +88,8 @@ class Metrics:
         """One method and route's request metrics; the pipeline resolves it once per route."""
         found = self._series.get((method, route))
         if found is None:
-            found = self._series[(method, route)] = RequestSeries(self, method, route)
+            found = RequestSeries(self._lock, self._store, method, route)
+            self._series[(method, route)] = found
         return found
 
     def request_started(self, method: str, route: str) -> None:
@@ -131,6 +132,8 @@ class Metrics:
         with self._lock:
             self._store.close()
             self._store = MemorySamples()
+            for series in self._series.values():
+                series.bind(self._store)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,57 +145,57 @@ class _StatusSlots:
 
 class RequestSeries:
     """The request metrics of one method and route, at slots of the sample store resolved
-    once (per status on first sight): recording a request is a few indexed additions
-    under one lock, with no key built or looked up."""
+    once (on first use, per status on first sight: a route never requested shows no
+    series): recording a request is a few indexed additions under the metrics' lock, with
+    no key built or looked up.
 
-    __slots__ = ("_by_status", "_in_progress", "_labels", "_metrics", "_store")
+    Made by `Metrics.series`, which binds it to its new store when it swaps its own.
+    """
 
-    def __init__(self, metrics: Metrics, method: str, route: str) -> None:
-        self._metrics = metrics
+    __slots__ = ("_by_status", "_in_progress", "_in_progress_key", "_labels", "_lock", "_store")
+
+    def __init__(self, lock: threading.Lock, store: SampleStore, method: str, route: str) -> None:
+        self._lock = lock  # the metrics' lock: it guards the store and these slots
         self._labels = {"method": method, "route": route}
-        self._store: SampleStore | None = None  # what the slots point into
-        self._in_progress = 0
+        self._in_progress_key = encode_key("http_requests_in_progress", self._labels)
+        self.bind(store)
+
+    def bind(self, store: SampleStore) -> None:
+        """Record into `store` from now on; the caller holds the lock."""
+        self._store = store
+        self._in_progress: int | None = None
         self._by_status: dict[int, _StatusSlots] = {}
 
-    def _bind(self, store: SampleStore) -> None:
-        """Resolve the slots in `store` (the metrics swap theirs when closed)."""
-        self._store = store
-        self._in_progress = store.slot(
-            self._metrics._key("http_requests_in_progress", self._labels)
-        )
-        self._by_status = {}
-
     def started(self) -> None:
-        metrics = self._metrics
-        with metrics._lock:
-            store = metrics._store
-            if store is not self._store:
-                self._bind(store)
-            store.values[self._in_progress] += 1.0
+        with self._lock:
+            slot = self._in_progress
+            if slot is None:
+                slot = self._in_progress = self._store.slot(self._in_progress_key)
+            self._store.values[slot] += 1.0
 
     def finished(self, status: int, seconds: float) -> None:
         bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds)
-        metrics = self._metrics
-        with metrics._lock:
-            store = metrics._store
-            if store is not self._store:
-                self._bind(store)
+        with self._lock:
+            store = self._store
+            in_progress = self._in_progress
+            if in_progress is None:  # the store was swapped since this request started
+                in_progress = self._in_progress = store.slot(self._in_progress_key)
             slots = self._by_status.get(status)
             if slots is None:
-                slots = self._by_status[status] = self._slots(store, status)
+                slots = self._by_status[status] = self._slots(status)
             values = store.values
-            values[self._in_progress] -= 1.0
+            values[in_progress] -= 1.0
             values[slots.total] += 1.0
             values[slots.buckets[bucket]] += 1.0
             values[slots.sum] += seconds
 
-    def _slots(self, store: SampleStore, status: int) -> _StatusSlots:
+    def _slots(self, status: int) -> _StatusSlots:
         name = "http_request_duration_seconds"
-        key = self._metrics._key
+        slot, labels = self._store.slot, self._labels
         return _StatusSlots(
-            store.slot(key("http_requests_total", {**self._labels, "status": str(status)})),
-            tuple(store.slot(key(name, self._labels, part)) for part in BUCKET_PARTS),
-            store.slot(key(name, self._labels, "sum")),
+            slot(encode_key("http_requests_total", {**labels, "status": str(status)})),
+            tuple(slot(encode_key(name, labels, part)) for part in BUCKET_PARTS),
+            slot(encode_key(name, labels, "sum")),
         )
 
 

@@ -24,7 +24,7 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 def _forget_batch(ids: weakref.ref[RequestIds]) -> None:
     alive = ids()
     if alive is not None:
-        alive._batch, alive._used = "", 0
+        alive.forget_batch()
 
 
 class RequestIds:
@@ -41,6 +41,11 @@ class RequestIds:
         self._used = 0
         alive = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _forget_batch(alive))
+
+    def forget_batch(self) -> None:
+        """Draw a new batch for the next id (a forked child must: its parent hands out the
+        rest of this one)."""
+        self._batch, self._used = "", 0
 
     def fresh(self) -> str:
         start = self._used

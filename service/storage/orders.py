@@ -18,7 +18,7 @@ class OrderQueries:
 
     def __init__(self, mongo: Mongo, policy: RetryPolicy) -> None:
         self._mongo = mongo
-        self._policy = policy
+        self.policy = policy
 
     @retried("orders.newest_for_user")
     async def newest_for_user(

@@ -24,7 +24,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 import backoff
 import pymongo
@@ -159,9 +159,9 @@ class RetryPolicy:
         if (failure := tries.failure) is not None:
             tries.failure = None
             raise failure
-        return await self._attempt(tries, function, *args, **kwargs)
+        return await self.attempt(tries, function, *args, **kwargs)
 
-    async def _attempt(
+    async def attempt(
         self, tries: Tries, function: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
     ) -> Any:
         """One try of `function` under its share of the time left."""
@@ -215,20 +215,29 @@ def retry_policy(retry: RetrySettings, mongo: MongoSettings) -> RetryPolicy:
     return RetryPolicy(retry, socket_timeout_seconds=mongo.socket_timeout_ms / 1000)
 
 
-def retried(
-    operation: str,
-) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+class UnderPolicy(Protocol):
+    """What `retried` methods belong to: query classes, each holding its retry policy."""
+
+    @property
+    def policy(self) -> RetryPolicy: ...
+
+
+Q = TypeVar("Q", bound=UnderPolicy)
+QueryMethod = Callable[Concatenate[Q, P], Awaitable[R]]
+
+
+def retried(operation: str) -> Callable[[QueryMethod[Q, P, R]], QueryMethod[Q, P, R]]:
     """Retry a query method under the policy of the query class it belongs to.
 
-    The decorated method's owner must have a `_policy: RetryPolicy` attribute; the
-    decorator is applied once, at class creation, and reads the settings per call.
+    The decorator is applied once, at class creation, and reads the settings per call.
     """
 
-    def decorate(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    def decorate(function: QueryMethod[Q, P, R]) -> QueryMethod[Q, P, R]:
         @functools.wraps(function)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            policy: RetryPolicy = args[0]._policy  # type: ignore[attr-defined]
-            return await call_with_retries(policy, operation, function, *args, **kwargs)
+        async def wrapper(queries: Q, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            return await call_with_retries(
+                queries.policy, operation, function, queries, *args, **kwargs
+            )
 
         return wrapper
 
@@ -251,7 +260,7 @@ async def call_with_retries(
             # The first try goes without backoff's wrapper, whose set-up per call (a wait
             # generator, a clock read, its details) cost more than the try's own Python
             # work; most calls need no second try (README, Performance).
-            return cast(R, await policy._attempt(tries, function, *args, **kwargs))
+            return cast(R, await policy.attempt(tries, function, *args, **kwargs))
         except PyMongoError as error:
             if _is_permanent(error):
                 raise

@@ -20,7 +20,7 @@ class UserQueries:
 
     def __init__(self, mongo: Mongo, policy: RetryPolicy) -> None:
         self._mongo = mongo
-        self._policy = policy
+        self.policy = policy
 
     @retried("users.find")
     async def find_document(self, user_id: str) -> Document | None:
@@ -68,7 +68,7 @@ class UserQueries:
             query["version"] = version
         try:
             changed = {"$set": changes, "$inc": {"version": 1}}
-            return await update_once(self._mongo.users, self._policy, query, changed)
+            return await update_once(self._mongo.users, self.policy, query, changed)
         except DuplicateKeyError:
             raise Conflict("A user with this email already exists.") from None
 
@@ -95,7 +95,7 @@ class UserQueries:
             # would turn an existing user's order into a 404.
             return await users.find_one({"_id": user_id}, {"_id": 1}) is not None
 
-        return await call_with_retries(self._policy, "users.update", attempt)
+        return await call_with_retries(self.policy, "users.update", attempt)
 
     async def delete(self, user_id: str, version: Document | None) -> bool:
         query: Document = {"_id": user_id}
@@ -110,7 +110,7 @@ class UserQueries:
             # Nothing deleted on a retry: the attempt whose reply was lost deleted it.
             return result.deleted_count == 1 or attempts > 1
 
-        return await call_with_retries(self._policy, "users.delete", attempt)
+        return await call_with_retries(self.policy, "users.delete", attempt)
 
 
 async def update_once(
