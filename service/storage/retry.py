@@ -235,7 +235,7 @@ def retried(
     return decorate
 
 
-async def call_with_retries(
+async def call_with_retries[**P, R](
     policy: RetryPolicy,
     operation: str,
     function: Callable[P, Awaitable[R]],
