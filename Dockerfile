@@ -2,17 +2,19 @@
 # Checked without Docker by `make image-test` (buildah + podman, see README "Deploying").
 
 # --- build: wheels of exactly the locked runtime dependencies, and of the service ----------
-FROM python:3.11.7-slim-bookworm AS build
+FROM python:3.13-slim-trixie AS build
 WORKDIR /src
 # requirements.lock (`make lock`) pins every runtime dependency with its hashes: pip refuses
 # anything else, so the image holds what CI tested. Every one has a wheel on PyPI or is pure
-# Python, so no compiler is needed (the one sdist builds with the base's own setuptools, which
-# saves fetching a build environment for it). Behind a TLS-inspecting proxy, give pip its CA for these
-# steps only (never in a layer): `--secret id=pip.conf,src=FILE --secret id=build-ca.crt,src=CA`
-# with `cert = /run/secrets/build-ca.crt` in FILE; without them pip uses its defaults.
+# Python, so no compiler is needed. The one sdist (quantile-python) builds in an environment
+# pip fetches for it, as the service's wheel below does: the base has pip but no setuptools
+# (python's images ship none since 3.12). Behind a TLS-inspecting proxy, give pip its CA for
+# these steps only (never in a layer): `--secret id=pip.conf,src=FILE --secret
+# id=build-ca.crt,src=CA` with `cert = /run/secrets/build-ca.crt` in FILE; without them pip
+# uses its defaults.
 COPY requirements.lock ./
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=build-ca.crt \
-    pip wheel --no-cache-dir --require-hashes --no-build-isolation --wheel-dir /wheels \
+    pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels \
         -r requirements.lock
 COPY pyproject.toml setup.cfg README.md ./
 COPY service ./service
@@ -20,7 +22,7 @@ RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf --mount=type=secret,id=
     pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # --- runtime: no compilers, no wheels, no dev dependencies, not root ----------------------
-FROM python:3.11.7-slim-bookworm AS runtime
+FROM python:3.13-slim-trixie AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     SERVICE_ENV=production \

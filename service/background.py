@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 
 @contextlib.asynccontextmanager
@@ -29,7 +27,7 @@ async def every(seconds: float, action: Callable[[], None]) -> None:
         action()
 
 
-async def within(seconds: float, work: Coroutine[Any, Any, T]) -> T:
+async def within[T](seconds: float, work: Coroutine[Any, Any, T]) -> T:
     """`work`'s result, or TimeoutError after `seconds` however slowly `work` unwinds.
 
     `asyncio.wait_for` and `asyncio.timeout` wait for the cancelled work to finish

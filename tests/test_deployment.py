@@ -141,7 +141,8 @@ def test_image_ships_only_what_it_needs() -> None:
     assert {".venv", "var", "tests", ".git"} <= ignored
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'CMD ["gunicorn", "--config", "/app/gunicorn.conf.py"]' in dockerfile
-    assert dockerfile.count("FROM python:3.11") == 2  # the tests' Python minor version
+    python = (ROOT / ".python-version").read_text().strip()  # the tests' Python minor version
+    assert dockerfile.count(f"FROM python:{python}-") == 2
 
 
 def test_adev_runserver_serves_the_app_factory(test_env: dict[str, str], tmp_path: Path) -> None:

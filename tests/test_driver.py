@@ -76,10 +76,13 @@ async def test_the_start_up_line_names_the_driver(
 
 def test_calls_cancelled_as_their_wait_for_a_server_ends_leave_pymongo_working() -> None:
     """A call cancelled (a deadline, the readiness bound, shutdown) just as PyMongo's wait for
-    a server times out must leave the topology lock as it found it. On Python 3.11 the
-    cancelled call released a lock another call held: "Lock is not acquired", then calls
-    that never ended, cancelled or not. The scenario runs in its own interpreter, so a
-    client that hangs fails this test instead of hanging the suite."""
+    a server times out must leave the topology lock as it found it. This is why the service
+    needs Python 3.12 or later (setup.cfg: 3.13): PyMongo waits with `asyncio.wait_for`,
+    which on 3.11 ran the wait in a task of its own, and a call cancelled in that instant
+    released a lock another call held ("Lock is not acquired"); then calls never ended,
+    cancelled or not (this scenario on 3.11 hangs every run). Since 3.12 `wait_for` waits in
+    the caller's task. The scenario runs in its own interpreter, so a client that hangs
+    fails this test instead of hanging the suite."""
     try:
         run = subprocess.run(
             [sys.executable, "-m", "tests.helpers.cancelled_waits"],

@@ -12,7 +12,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import aiohttp
 import pytest
@@ -36,7 +35,6 @@ from tests.helpers.tools import require_command
 # The subject is the HTTP layer, not the database driver: one run, on the first driver.
 pytestmark = pytest.mark.one_driver
 
-T = TypeVar("T")
 Sent = Counter[tuple[str, str]]  # (route, status) -> requests answered
 
 
@@ -182,7 +180,7 @@ async def test_gunicorn_removes_its_files_from_a_configured_directory(
     assert [path.name for path in directory.iterdir()] == ["not-ours.txt"]
 
 
-async def _eventually(
+async def _eventually[T](
     read: Callable[[], Awaitable[T]], holds: Callable[[T], bool], timeout: float = 60.0
 ) -> T:
     """Poll until `holds(read())` or the time is up; return the last value for the assert."""

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar, get_args
+from typing import Any, get_args
 
 import msgspec
 from msgspec import Struct
@@ -21,7 +21,6 @@ from msgspec import Struct
 from service.domain.errors import InvalidInput
 from service.domain.schemas import NON_EMPTY, Name
 
-T = TypeVar("T", bound=Struct)
 _PATH_IN_MESSAGE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
@@ -195,7 +194,7 @@ def _name_fields(kind: type[Struct]) -> frozenset[str]:
     )
 
 
-def parse_body(body: bytes, kind: type[T]) -> T:
+def parse_body[T: Struct](body: bytes, kind: type[T]) -> T:
     """Validate a JSON object against `kind`, naming every offending field at once."""
     data = decode_json(body)
     if not isinstance(data, dict):

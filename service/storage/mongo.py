@@ -40,7 +40,6 @@ from pymongo.monitoring import CommandListener
 from service.background import running, within
 from service.settings.model import SETTINGS, MongoDriver, MongoSettings, redact_url
 from service.storage.indexes import create_indexes
-from service.storage.pymongo_waits import make_condition_waits_cancel_safe
 
 __all__ = [
     "MONGO",
@@ -102,7 +101,6 @@ class Mongo:
         # asyncio all the way down, so a cancelled call stops instead of running on.
         client: Any
         if settings.driver == "pymongo":
-            make_condition_waits_cancel_safe()
             client = AsyncMongoClient(settings.url, **options)
         else:
             client = AsyncIOMotorClient(settings.url, **options)

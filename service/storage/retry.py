@@ -244,7 +244,7 @@ def retried(operation: str) -> Callable[[QueryMethod[Q, P, R]], QueryMethod[Q, P
     return decorate
 
 
-async def call_with_retries(
+async def call_with_retries[**P, R](
     policy: RetryPolicy,
     operation: str,
     function: Callable[P, Awaitable[R]],

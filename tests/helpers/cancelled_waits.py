@@ -22,10 +22,13 @@ CALLS = 20
 
 async def as_their_wait_times_out(client: Any, calls: int, timeout: float = 5.0) -> None:
     """Return once `calls` calls have waited MIN_HEARTBEAT_INTERVAL for a server and that wait
-    timed out. With `asyncio.wait_for`'s task in between, the moment is when three of those
-    tasks queue to take AsyncMongoClient's topology lock back; without it, the calls take it
-    back in turn, leaving no queue, and the interval's end (plus a tenth) is the moment.
-    Reads PyMongo's private state, never changes it: no public event marks that moment."""
+    timed out. On Python 3.12+ the calls take AsyncMongoClient's topology lock back in turn,
+    leaving no queue, and the interval's end (plus a tenth) is the moment. With 3.11's
+    `asyncio.wait_for` a task sat in between, and the moment was when three of those tasks
+    queue to take the lock back: that check stays so that the scenario still lands in the
+    instant that hung the client there (timed by the interval alone, it passes on 3.11).
+    Reads private state (PyMongo's topology, its lock and condition), never changes it, and
+    only to time the cancellation: no public event marks that moment."""
     topology = client._topology
     lock = topology._lock
     loop = asyncio.get_running_loop()

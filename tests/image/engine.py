@@ -22,13 +22,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The stand-in for the Dockerfile's FROM image: registries other than the package
 # registries are unreachable here. Its key names everything that shapes it.
-BASE_SUITE = "bookworm"
+BASE_SUITE = "trixie"
 BASE_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "python-is-python3", "ca-certificates")
 # Debian's marker makes pip refuse to install into the system Python, which the real base's
-# Python (built from source under /usr/local) does not carry.
+# Python (built from source under /usr/local) does not carry. The real base has pip but no
+# setuptools or wheel (python's images dropped them with 3.12): whatever Debian's pip drew in
+# goes, so that a build step needing them fails here as it would there.
 BASE_TWEAKS = (
     "rm -f /usr/lib/python3*/EXTERNALLY-MANAGED",
+    "dpkg --purge --force-depends python3-setuptools python3-pkg-resources python3-wheel",
     "apt-get clean",
     "rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log",
 )

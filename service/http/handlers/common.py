@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import TypeVar
 
 from aiohttp import web
 from msgspec import Struct
@@ -25,7 +24,6 @@ from service.http.compression import COMPRESSION, coded_tag
 from service.http.preconditions import if_none_match
 from service.http.responses import JSON
 
-T = TypeVar("T", bound=Struct)
 _PAGE_PARAMETERS = frozenset({"limit", "after"})
 _EMAIL = re.compile(EMAIL_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
@@ -39,7 +37,7 @@ def path_id(request: web.Request, name: str) -> str:
     return value
 
 
-async def json_body(request: web.Request, kind: type[T]) -> T:
+async def json_body[T: Struct](request: web.Request, kind: type[T]) -> T:
     """The validated body; 415 unless it is declared JSON, 413 (raised by read) when too big."""
     if request.content_type != "application/json":
         raise UnsupportedMediaType("Send the body as `Content-Type: application/json`.")
