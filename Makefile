@@ -21,8 +21,11 @@ help:
 
 # The venv holds exactly the locked versions (hashes checked), then the service itself;
 # setup.cfg keeps the ranges, and a range the lock does not satisfy stops here.
-$(STAMP): setup.cfg pyproject.toml requirements-dev.lock
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# A venv of another Python than .python-version's is made anew.
+$(STAMP): setup.cfg pyproject.toml requirements-dev.lock .python-version
+	@$(BIN)/python -c 'import sys; v = open(".python-version").read().split(); \
+	    sys.exit("%d.%d" % sys.version_info[:2] != v[0])' 2>/dev/null || \
+	    { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
@@ -45,6 +48,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python .ci/check_private_api.py service
 	$(BIN)/hadolint Dockerfile
 
 format: venv
