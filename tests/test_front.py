@@ -10,8 +10,9 @@ must be a 200 within a second, and the instance must stay far from its file limi
 Then the front's other promises, each from outside: a head that trickles in, a silent
 connection and a stalled body are cut off by the front's request timeout; a connection flood
 past the front's maxconn leaves the instance answering its probes; the service's access log
-names the client the front saw, never one a client claims; a request sent to an instance
-that has just died is retried on another one.
+names the client the front saw, never one a client claims; what aiohttp's parser would
+refuse (in plain text that may quote it) is refused by the front first; a request sent to
+an instance that has just died is retried on another one.
 
 The bare instance no longer holds off slowloris on its own (no connection cap, no head
 timer): these promises are the front's.
@@ -37,7 +38,7 @@ import pytest
 
 from tests.helpers.api import PROBLEM
 from tests.helpers.front import Front
-from tests.helpers.http import Reader, closed_within, connect
+from tests.helpers.http import Reader, closed_within, connect, send_bytes
 from tests.helpers.service import Service, running_service, wait_answered
 from tests.helpers.tools import require_command
 
@@ -222,6 +223,41 @@ def test_a_head_that_trickles_in_a_silent_connection_and_a_stalled_body_are_cut_
         assert idle_reader.response().status == 200
     # None of the three reached the instance.
     assert fronted.service.count(201) + fronted.service.count(400) == writes_before
+
+
+ECHO = b"zq-echo-marker"  # what a refused request carries, and no answer or log line may
+BIG = b"z" * 17000
+MALFORMED = {
+    "unknown method": b"FOO /users?" + ECHO + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+    "request line over 16 KiB": b"GET /" + ECHO + BIG + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+    "header over 16 KiB": b"GET /users HTTP/1.1\r\nHost: t\r\nX-Big: " + ECHO + BIG + b"\r\n\r\n",
+    "NUL in a header": b"GET /users HTTP/1.1\r\nHost: t\r\nX-A: " + ECHO + b"\x00\r\n\r\n",
+    "a control character in a header": b"GET /users HTTP/1.1\r\nHost: t\r\nX-A: " + ECHO
+                                       + b"\x01\r\n\r\n",
+    "missing Host": b"GET /users?" + ECHO + b" HTTP/1.1\r\n\r\n",
+    "bad Transfer-Encoding": b"POST /users HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: " + ECHO
+                             + b"\r\n\r\n",
+    "bad chunk size": b"POST /users HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                      b"Content-Type: application/json\r\n\r\n" + ECHO + b"\r\n",
+    "bad HTTP version": b"GET /users HTTP/7." + ECHO + b"\r\nHost: t\r\n\r\n",
+}  # fmt: skip
+
+
+def test_what_the_services_parser_would_refuse_never_reaches_it(fronted: Fronted) -> None:
+    """aiohttp answers these itself, in plain text that may quote the request, and logs a
+    line (test_connections.py); the front refuses them first, without the input."""
+    for name, data in MALFORMED.items():
+        with connect(fronted.front.port) as sock:
+            sock.sendall(data)
+            response = Reader(sock).response()
+            assert response.status in (400, 501), (name, response)
+            assert ECHO not in response.body, (name, response)
+            assert "aiohttp" not in response.headers.get("server", ""), (name, response)
+    assert send_bytes(fronted.front.port, GET_LIVE).status == 200
+    time.sleep(0.5)  # the service writes its log lines within 0.25 s
+    log = fronted.service.log()
+    assert "refused a malformed request" not in log, log[-3000:]
+    assert ECHO.decode() not in log, log[-3000:]
 
 
 def test_a_connection_flood_past_the_fronts_maxconn_leaves_the_instance_answering_probes(
