@@ -1,9 +1,10 @@
 """`make fleet`: three instances behind HAProxy, rolled one by one with SIGTERM under load.
 
 One SecantusDB, one redis-server, three service instances (gunicorn, two workers each, the
-production configuration: Redis cache, write tokens, metrics on their own port), HAProxy
-in front health-checking `/health/ready` every 500 ms, and a real Prometheus scraping the
-three metrics ports. A pool of aiohttp clients POSTs orders (each with an Idempotency-Key)
+production configuration: Redis cache, write tokens, metrics on their own port), the
+shipped HAProxy front (config/haproxy/haproxy.cfg, its backend given three servers)
+health-checking `/health/ready` every 500 ms, and a real Prometheus scraping the three
+metrics ports. A pool of aiohttp clients POSTs orders (each with an Idempotency-Key)
 and reads users through HAProxy while every instance in turn gets SIGTERM, drains, exits
 and starts again. tests/test_fleet.py runs one rolling restart of this harness; `make
 fleet` runs several and writes bench/results/fleet.json.
@@ -42,15 +43,14 @@ import pymongo
 import yaml
 
 from bench.harness import BIN, ROOT, TOKEN, machine, publish
+from tests.helpers.front import Front
 from tests.helpers.metrics import PrometheusApi, PrometheusServer
-from tests.helpers.servers import MongoServer, RedisServer, free_port, terminate
+from tests.helpers.servers import MongoServer, RedisServer, free_port
 
 KUBERNETES = ROOT / "config" / "kubernetes"
 ORDER_HISTORY = 100  # GET /users/{id} lists the newest 100 orders (domain/representation.py)
 API_ROUTES = ("/users", "/users/{user_id}", "/users/{user_id}/orders")
 ROUTE_MATCHER = "|".join(API_ROUTES)
-# HAProxy's health checks, the same probe and cadence the issue and the README describe.
-CHECK_INTER_MS, CHECK_FALL, CHECK_RISE = 500, 2, 2
 
 
 @dataclass(frozen=True)
@@ -127,62 +127,13 @@ class Instance:
         self.process = None
 
 
-class HAProxy:
-    """HAProxy in the foreground (`-db`), round-robin over the instances, stats on a page."""
+class HAProxy(Front):
+    """The shipped front (config/haproxy/haproxy.cfg) before the instances, in the foreground,
+    with a stats page whose CSV the harness polls for each server's state."""
 
     def __init__(self, directory: Path, servers: list[Instance]) -> None:
-        self.port = free_port()
         self.stats_port = free_port()
-        self.config = directory / "haproxy.cfg"
-        self.log = directory / "haproxy.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        lines = [
-            "global",
-            "    log stdout format raw local0 info",
-            "    maxconn 4096",
-            "defaults",
-            "    mode http",
-            "    log global",
-            "    option log-health-checks",
-            "    timeout connect 2s",
-            "    timeout client 30s",
-            "    timeout server 30s",
-            "    timeout check 2s",
-            "    retries 2",
-            "    option redispatch",
-            "frontend api",
-            f"    bind 127.0.0.1:{self.port}",
-            "    default_backend service",
-            "backend service",
-            "    balance roundrobin",
-            "    option httpchk GET /health/ready",
-            "    http-check expect status 200",
-            f"    default-server inter {CHECK_INTER_MS}ms fall {CHECK_FALL} rise {CHECK_RISE}",
-            *(f"    server {s.name} 127.0.0.1:{s.port} check" for s in servers),
-            "listen stats",
-            f"    bind 127.0.0.1:{self.stats_port}",
-            "    stats enable",
-            "    stats uri /stats",
-            "    stats refresh 1s",
-        ]
-        self.config.write_text("\n".join(lines) + "\n")
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, binary: str) -> None:
-        checked = subprocess.run([binary, "-c", "-f", str(self.config)], capture_output=True,
-                                 check=False, timeout=30)  # fmt: skip
-        assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen([binary, "-db", "-f", str(self.config)],
-                                            stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-
-    def stop(self) -> None:
-        if self.process is not None:
-            terminate(self.process)
-        self.process = None
+        super().__init__(directory, {s.name: s.port for s in servers}, self.stats_port)
 
     async def servers(self, http: aiohttp.ClientSession) -> dict[str, str]:
         """Each server's status (UP, DOWN, "UP 1/2" while going down...) from the CSV page."""
