@@ -2,8 +2,9 @@
 
 Starts SecantusDB and redis-server on free ports and seeds 10,000 users with 5 orders each.
 Then, round after round, runs every target once with identical wrk load (a warm-up, then a
-timed window): bare aiohttp, the service's scenarios, and the floors (bare aiohttp doing
-the service's two queries with Motor, then with PyMongo's async client). Each run reports
+timed window): bare aiohttp, the plain app (the service's packages used plainly, for hits
+and for misses), the service's scenarios, and the floors (bare aiohttp doing the service's
+two queries with Motor, then with PyMongo's async client). Each run reports
 requests/s, p50/p99, errors, peak RSS per worker and CPU µs per request; the table shows
 each figure's median over the rounds and its spread, and judges issue #16's targets on the
 medians. Also writes the capacity model and bench/results/bench.png.
@@ -49,12 +50,17 @@ from tests.helpers.service import worker_pids
 class Scenario:
     name: str
     description: str
-    target: str  # "baseline", "lean", "floor" (bench/ apps) or "service"
-    cache: str = "none"
+    target: str  # "baseline", "plain", "floor" (bench/ apps) or "service"
+    cache: str = "none"  # the plain app: "memory" reads its cache, "none" the database
     hot: int = 0
     write_percent: int = 0
-    per_driver: bool = False  # the database's work dominates: run it once per driver
+    per_driver: bool = False  # run once per driver (implies database)
     hot_from: int = 0  # the hot set starts after this many ids
+    database: bool = False  # the database's work dominates: settle after warm-up, count statuses
+
+    @property
+    def database_bound(self) -> bool:
+        return self.database or self.per_driver
 
 
 # In the order a round runs them. The floors sit beside the misses they judge, and the
@@ -65,7 +71,11 @@ class Scenario:
 SCENARIOS = (
     Scenario("baseline", "bare aiohttp, fixed body of the same size", "baseline", hot=HOT_SET),
     Scenario(
-        "lean", "issue #16's lean reference app, same body (bench/lean_app.py)", "lean", hot=HOT_SET
+        "plain",
+        "the card's packages used plainly, aiocache get, same body (bench/plain_app.py)",
+        "plain",
+        "memory",
+        HOT_SET,
     ),
     Scenario(
         "hit-memory", "GET /users/{id}, 100 hot ids, memory cache", "service", "memory", HOT_SET
@@ -76,6 +86,12 @@ SCENARIOS = (
         "bare aiohttp reading user and orders with asyncio.gather (bench/floor_app.py)",
         "floor",
         per_driver=True,
+    ),
+    Scenario(
+        "plain-miss",
+        "the plain app reading the floor's way with Motor, under backoff (bench/plain_app.py)",
+        "plain",
+        database=True,
     ),
     Scenario(
         "miss",
@@ -137,8 +153,10 @@ def _start(
 ) -> tuple[int, subprocess.Popen[bytes]]:
     if scenario.target == "baseline":
         return _start_bare("bench.baseline_app", stack, workers, {"BODY_BYTES": str(body_bytes)})
-    if scenario.target == "lean":
-        return _start_bare("bench.lean_app", stack, workers, {"BODY_BYTES": str(body_bytes)})
+    if scenario.target == "plain":
+        read = "cache" if scenario.cache == "memory" else "database"
+        extra = {"BODY_BYTES": str(body_bytes), "PLAIN_READ": read}
+        return _start_bare("bench.plain_app", stack, workers, extra)
     if scenario.target == "floor":
         return _start_bare("bench.floor_app", stack, workers, {"FLOOR_DRIVER": driver})
     return start_service(stack, scenario.cache, workers, MONGO_DRIVER=driver)
@@ -161,7 +179,7 @@ def _run(
     }
     try:
         wrk(port, args.warmup, stack.ids_file, **load)
-        if scenario.per_driver:
+        if scenario.database_bound:
             # wrk's warm-up connections are gone, but their slow requests (writes take
             # hundreds of ms here) still hold in-flight slots: the timed window's 50 new
             # connections would meet the bound and count fast 503s. Each ends by its deadline.
@@ -171,7 +189,9 @@ def _run(
         cpu_before = cpu_seconds(pids)
         # Counting answers by status costs wrk a Lua call per response: affordable at the
         # database-bound targets' ~1,000 req/s, not beside bare aiohttp's 40,000.
-        measured = wrk(port, args.duration, stack.ids_file, statuses=scenario.per_driver, **load)
+        measured = wrk(
+            port, args.duration, stack.ids_file, statuses=scenario.database_bound, **load
+        )
         cpu = cpu_seconds(pids) - cpu_before
         rss = memory_mb(worker_pids(process.pid))
     finally:
@@ -207,7 +227,12 @@ def _typical_body_bytes(stack: Stack) -> int:
         stop(process)
 
 
-_REFERENCE_NAMES = {targets.BASELINE: "bare", targets.MISS_FLOOR: "Motor floor"}
+_REFERENCE_NAMES = {
+    targets.BASELINE: "bare",
+    targets.MISS_FLOOR: "Motor floor",
+    targets.PLAIN: "plain",
+    targets.PLAIN_MISS: "plain miss",
+}
 
 
 def table(rows: Sequence[Row], heading: str) -> str:

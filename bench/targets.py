@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from bench.summary import Row
 
 BASELINE, MISS_FLOOR = "baseline", "floor (motor)"
+PLAIN, PLAIN_MISS = "plain", "plain-miss"  # bench/plain_app.py: hits, misses
 HIT_RATIO = {"hit-memory": 0.75, "hit-redis": 0.60}  # req/s over bare aiohttp's, at least
 HIT_CPU_RATIO = 1.33  # memory hits: CPU µs/request over bare aiohttp's, at most
 MISS_CPU_RATIO = 1.10  # misses: CPU µs/request over the bare-Motor floor's, at most
 P99_RATIO = 2.0  # hits: p99 over bare aiohttp's, at most
 RSS_LIMIT_MB = 60.0  # the largest peak RSS of a worker in any round
-# Scenarios that are yardsticks, not the service: bare aiohttp, the lean app, floors.
-REFERENCES = frozenset({BASELINE, "lean", "floor"})
+# Scenarios that are yardsticks, not the service: bare aiohttp, the plain app, the floors.
+REFERENCES = frozenset({BASELINE, PLAIN, PLAIN_MISS, "floor"})
 
 
 def cpu_reference(name: str) -> str | None:
