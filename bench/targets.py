@@ -67,3 +67,12 @@ def misses(rows: Sequence[Row]) -> list[str]:
         for verdict in row.verdicts
         if verdict.startswith("MISS")
     ]
+
+
+def tally(rows: Sequence[Row]) -> str:
+    """The table's last line: how many targets were met, and which were not."""
+    missed = misses(rows)
+    judged = sum(len(r.verdicts) for r in rows)
+    return f"Targets met: {judged - len(missed)} of {judged}" + (
+        f"; missed: {'; '.join(missed)}." if missed else "."
+    )

@@ -7,11 +7,14 @@ from pathlib import Path
 import pytest
 
 from bench import capacity, chart, targets
-from bench.summary import Result, Spread, summarise
+from bench.__main__ import SCENARIOS, round_runs
+from bench.summary import BEFORE_SUFFIX, Result, Spread, summarise
 
 
 def result(name: str, round: int, rps: float, cpu: float, **figures: float) -> Result:
-    scenario, _, driver = name.partition(" (")
+    """A run named as the table names it: `miss (motor)`, `hit-memory before`."""
+    before = name.endswith(BEFORE_SUFFIX)
+    scenario, _, driver = name.removesuffix(BEFORE_SUFFIX).partition(" (")
     return Result(
         scenario=scenario,
         workers=int(figures.get("workers", 1)),
@@ -24,6 +27,7 @@ def result(name: str, round: int, rps: float, cpu: float, **figures: float) -> R
         cpu_us_per_request=cpu,
         round=round,
         label=name,
+        before=before,
     )
 
 
@@ -78,6 +82,58 @@ def test_rows_keep_worker_counts_apart() -> None:
         ("hit-redis", 2),
     ]
     assert rows[3].ratio == Spread(0.6, 0.6, 0.6)
+
+
+def test_rows_pair_with_their_before_twins_round_by_round() -> None:
+    # Round 2 is slow for both checkouts: paired, this tree stays at 1.2x the req/s.
+    results = [
+        result("baseline", 1, 40_000, 20),
+        result("hit-memory", 1, 12_000, 80, p99=4.0),
+        result("hit-memory before", 1, 10_000, 100, p99=5.0),
+        result("baseline", 2, 20_000, 40),
+        result("hit-memory before", 2, 5_000, 200, p99=10.0),
+        result("hit-memory", 2, 6_000, 150, p99=10.0),
+    ]
+    rows = summarise(results, targets.BASELINE, targets.cpu_reference)
+    baseline, now, before = rows
+    assert (now.name, now.before, before.name, before.before) == (
+        "hit-memory",
+        False,
+        "hit-memory before",
+        True,
+    )
+    assert now.before_ratio == Spread(1.2, 1.2, 1.2)
+    assert now.before_cpu_ratio == Spread(0.775, 0.75, 0.8)
+    assert now.before_p99_ratio == Spread(0.9, 0.8, 1.0)
+    assert before.ratio == Spread(0.25, 0.25, 0.25)  # the twin still has its x bare
+    assert before.before_ratio is None
+    assert baseline.before_ratio is None
+    # Without the earlier checkout's runs there is nothing to pair with.
+    alone = summarise(results[:2], targets.BASELINE, targets.cpu_reference)
+    assert alone[1].before_ratio is None
+
+
+def test_each_service_run_sits_beside_its_twin_in_alternating_order() -> None:
+    chosen = [s for s in SCENARIOS if s.name in {"baseline", "plain", "hit-memory", "mixed"}]
+    first = [(r.label, r.hot_from) for r in round_runs(chosen, ["motor"], 1, before=True)]
+    assert first == [
+        ("baseline", 0),
+        ("plain", 0),
+        ("hit-memory", 0),
+        ("hit-memory before", 0),
+        ("mixed (motor)", 100),
+        # The mixed load writes to its hot set: the earlier checkout gets the next 100 ids.
+        ("mixed (motor) before", 200),
+    ]
+    second = [r.label for r in round_runs(chosen, ["motor"], 2, before=True)]
+    assert second[2:] == [
+        "hit-memory before",
+        "hit-memory",
+        "mixed (motor) before",
+        "mixed (motor)",
+    ]
+    alone = [r.label for r in round_runs(chosen, ["motor", "pymongo"], 1, before=False)]
+    assert alone == ["baseline", "plain", "hit-memory", "mixed (motor)", "mixed (pymongo)"]
 
 
 def test_misses_are_judged_against_the_motor_floor() -> None:
