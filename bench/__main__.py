@@ -287,27 +287,25 @@ def _ratio(spread: Spread | None, reference: str | None = None) -> str:
 def table(rows: Sequence[Row], heading: str) -> str:
     """The rows as Markdown; the `x before` columns only when some row has a twin."""
     paired = any(r.before_ratio is not None for r in rows)
-    before_head = "x before | CPU x before | " if paired else ""
-    before_rule = "---: | ---: | " if paired else ""
     lines = [
         heading,
         "",
-        f"| Target | Workers | Requests/s | x bare | {before_head}CPU µs/request "
-        "| CPU x reference | p50 ms | p99 ms | p99 x bare | Errors | Peak RSS/worker MB "
-        "| Targets (1 worker) |",
-        f"| --- | ---: | ---: | ---: | {before_rule}---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | --- |",
+        f"| Target | Workers | Requests/s | x bare | {'x before | ' if paired else ''}"
+        f"CPU µs/request | CPU x reference | {'CPU x before | ' if paired else ''}"
+        "p50 ms | p99 ms | p99 x bare | Errors | Peak RSS/worker MB | Targets (1 worker) |",
+        "| --- | ---: | ---: | ---: | " + "---: | " * (9 if paired else 7) + "--- |",
     ]
     for r in rows:
         ratio = "1.00" if r.ratio is None else r.ratio.format(2)
         p99_ratio = "1.00" if r.p99_ratio is None else r.p99_ratio.format(2)
         cpu_ratio = _ratio(r.cpu_ratio if r.cpu_reference else None, r.cpu_reference)
-        before = f"{_ratio(r.before_ratio)} | {_ratio(r.before_cpu_ratio)} | " if paired else ""
+        rps_before = f"{_ratio(r.before_ratio)} | " if paired else ""
+        cpu_before = f"{_ratio(r.before_cpu_ratio)} | " if paired else ""
         lines.append(
-            f"| {r.name} | {r.workers} | {r.requests_per_second.format()} | {ratio} | {before}"
-            f"{r.cpu_us_per_request.format()} | {cpu_ratio} | {r.p50_ms.format(2)} "
-            f"| {r.p99_ms.format(2)} | {p99_ratio} | {r.errors} | {r.peak_rss_mb:.1f} "
-            f"| {', '.join(r.verdicts)} |"
+            f"| {r.name} | {r.workers} | {r.requests_per_second.format()} | {ratio} "
+            f"| {rps_before}{r.cpu_us_per_request.format()} | {cpu_ratio} | {cpu_before}"
+            f"{r.p50_ms.format(2)} | {r.p99_ms.format(2)} | {p99_ratio} | {r.errors} "
+            f"| {r.peak_rss_mb:.1f} | {', '.join(r.verdicts)} |"
         )
     lines += ["", targets.tally(rows)]
     return "\n".join(lines)
