@@ -1,4 +1,4 @@
-"""`make bench`: the service beside bare aiohttp and two driver floors, in rounds, on this machine.
+"""`make bench`: the service beside bare aiohttp, the plain app and two driver floors, in rounds.
 
 Starts SecantusDB and redis-server on free ports and seeds 10,000 users with 5 orders each.
 Then, round after round, runs every target once with identical wrk load (a warm-up, then a
@@ -6,8 +6,10 @@ timed window): bare aiohttp, the plain app (the service's packages used plainly,
 and for misses), the service's scenarios, and the floors (bare aiohttp doing the service's
 two queries with Motor, then with PyMongo's async client). Each run reports
 requests/s, p50/p99, errors, peak RSS per worker and CPU µs per request; the table shows
-each figure's median over the rounds and its spread, and judges issue #16's targets on the
-medians. Also writes the capacity model and bench/results/bench.png.
+each figure's median over the rounds and its spread, and judges the targets (bench/targets.py)
+on the medians. With --before PATH, an earlier checkout's service runs beside this one's in
+the same rounds. Also writes the capacity model and bench/results/bench.png. The method:
+bench/README.md.
 """
 
 from __future__ import annotations
