@@ -13,7 +13,7 @@ help:
 	@echo "make run    - SecantusDB under var/, demo data, service on http://127.0.0.1:$(DEV_PORT) (reloads)"
 	@echo "make test   - lint (ruff, mypy, hadolint) then the test suite against real servers"
 	@echo "make lint   - static checks only"
-	@echo "make bench  - 3 rounds against bare aiohttp and the driver floors (ARGS=--quick: 1 min)"
+	@echo "make bench  - 3 rounds beside bare aiohttp, the plain app, the driver floors (bench/README.md)"
 	@echo "make image-test - build the Dockerfile with buildah, run it with podman as the pod does"
 	@echo "make lock   - re-pin requirements*.lock (exact versions, hashes) from setup.cfg's ranges"
 	@echo "make fleet  - three instances behind HAProxy, rolled twice under load (minutes)"
@@ -79,7 +79,8 @@ run: venv
 	echo "user-service: http://127.0.0.1:$(DEV_PORT)  (try /users/$$($(BIN)/python -c 'from service.seed import seed_id; print(seed_id("user", 0))'))"; \
 	SERVICE_ENV=development $(BIN)/adev runserver service/app.py --host 127.0.0.1 --port $(DEV_PORT)
 
-# Not part of `make test`. bench: about 9 minutes, 3 rounds (`ARGS="--quick"`: one short round);
+# Not part of `make test`. bench: about 9 minutes, 3 rounds (`ARGS="--quick"`: one short round;
+# `ARGS="--before PATH"`: an earlier checkout's service in the same rounds, see bench/README.md);
 # soak: 5 minutes of mixed load (`ARGS="--minutes 1"`); overload: about a minute.
 bench soak overload: venv
 	@command -v wrk >/dev/null || { echo "$@: wrk is missing: sudo apt-get install wrk"; exit 2; }

@@ -1,12 +1,15 @@
-"""`make bench`: the service beside bare aiohttp and two driver floors, in rounds, on this machine.
+"""`make bench`: the service beside bare aiohttp, the plain app and two driver floors, in rounds.
 
 Starts SecantusDB and redis-server on free ports and seeds 10,000 users with 5 orders each.
 Then, round after round, runs every target once with identical wrk load (a warm-up, then a
-timed window): bare aiohttp, the service's scenarios, and the floors (bare aiohttp doing
-the service's two queries with Motor, then with PyMongo's async client). Each run reports
+timed window): bare aiohttp, the plain app (the service's packages used plainly, for hits
+and for misses), the service's scenarios, and the floors (bare aiohttp doing the service's
+two queries with Motor, then with PyMongo's async client). Each run reports
 requests/s, p50/p99, errors, peak RSS per worker and CPU µs per request; the table shows
-each figure's median over the rounds and its spread, and judges issue #16's targets on the
-medians. Also writes the capacity model and bench/results/bench.png.
+each figure's median over the rounds and its spread, and judges the targets (bench/targets.py)
+on the medians. With --before PATH, an earlier checkout's service runs beside this one's in
+the same rounds. Also writes the capacity model and bench/results/bench.png. The method:
+bench/README.md.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from bench import capacity, chart, targets
 from bench.harness import (
@@ -38,7 +42,7 @@ from bench.harness import (
     update_readme,
     wrk,
 )
-from bench.summary import Result, Row, summarise
+from bench.summary import Result, Row, Spread, before_label, summarise
 from service.seed import seed_id
 from service.settings.loading import load_settings
 from tests.helpers.servers import free_port
@@ -49,12 +53,17 @@ from tests.helpers.service import worker_pids
 class Scenario:
     name: str
     description: str
-    target: str  # "baseline", "lean", "floor" (bench/ apps) or "service"
-    cache: str = "none"
+    target: str  # "baseline", "plain", "floor" (bench/ apps) or "service"
+    cache: str = "none"  # the plain app: "memory" reads its cache, "none" the database
     hot: int = 0
     write_percent: int = 0
-    per_driver: bool = False  # the database's work dominates: run it once per driver
+    per_driver: bool = False  # run once per driver (implies database)
     hot_from: int = 0  # the hot set starts after this many ids
+    database: bool = False  # the database's work dominates: settle after warm-up, count statuses
+
+    @property
+    def database_bound(self) -> bool:
+        return self.database or self.per_driver
 
 
 # In the order a round runs them. The floors sit beside the misses they judge, and the
@@ -65,7 +74,11 @@ class Scenario:
 SCENARIOS = (
     Scenario("baseline", "bare aiohttp, fixed body of the same size", "baseline", hot=HOT_SET),
     Scenario(
-        "lean", "issue #16's lean reference app, same body (bench/lean_app.py)", "lean", hot=HOT_SET
+        "plain",
+        "the card's packages used plainly, aiocache get, same body (bench/plain_app.py)",
+        "plain",
+        "memory",
+        HOT_SET,
     ),
     Scenario(
         "hit-memory", "GET /users/{id}, 100 hot ids, memory cache", "service", "memory", HOT_SET
@@ -76,6 +89,12 @@ SCENARIOS = (
         "bare aiohttp reading user and orders with asyncio.gather (bench/floor_app.py)",
         "floor",
         per_driver=True,
+    ),
+    Scenario(
+        "plain-miss",
+        "the plain app reading the floor's way with Motor, under backoff (bench/plain_app.py)",
+        "plain",
+        database=True,
     ),
     Scenario(
         "miss",
@@ -103,6 +122,50 @@ SCENARIOS = (
     ),
 )
 DRIVERS = ("motor", "pymongo")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One target in a round: a scenario with one driver, from this tree or --before's."""
+
+    scenario: Scenario
+    driver: str
+    before: bool = False  # the --before checkout's service
+
+    @property
+    def label(self) -> str:
+        scenario = self.scenario
+        name = f"{scenario.name} ({self.driver})" if scenario.per_driver else scenario.name
+        return before_label(name) if self.before else name
+
+    @property
+    def hot_from(self) -> int:
+        # A hot set the load writes to is each checkout's own (the next HOT_SET ids): both
+        # start from the same seeded bodies instead of one reading what the other's writes
+        # grew (bodies grew round after round when the hits' ids were written to).
+        scenario = self.scenario
+        shifted = self.before and scenario.write_percent > 0
+        return scenario.hot_from + (scenario.hot if shifted else 0)
+
+
+def round_runs(
+    chosen: Sequence[Scenario], drivers: Sequence[str], number: int, *, before: bool
+) -> list[Run]:
+    """A round's runs in order. With `before`, each service run has its twin from the
+    earlier checkout right beside it, first in even rounds: neither always has the warmer
+    or the quieter slot."""
+    runs: list[Run] = []
+    for scenario in chosen:
+        for driver in drivers if scenario.per_driver else ["motor"]:
+            now = Run(scenario, driver)
+            if not (before and scenario.target == "service"):
+                runs.append(now)
+                continue
+            twin = Run(scenario, driver, before=True)
+            runs += [now, twin] if number % 2 else [twin, now]
+    return runs
+
+
 # A development run: one short round at 1 worker, written beside the real results.
 QUICK = {"rounds": 1, "duration": 3.0, "warmup": 1.0, "workers": "1"}
 
@@ -133,35 +196,33 @@ def _start_bare(
 
 
 def _start(
-    scenario: Scenario, workers: int, stack: Stack, body_bytes: int, driver: str
+    run: Run, workers: int, stack: Stack, body_bytes: int, before: Path | None
 ) -> tuple[int, subprocess.Popen[bytes]]:
+    scenario, driver = run.scenario, run.driver
     if scenario.target == "baseline":
         return _start_bare("bench.baseline_app", stack, workers, {"BODY_BYTES": str(body_bytes)})
-    if scenario.target == "lean":
-        return _start_bare("bench.lean_app", stack, workers, {"BODY_BYTES": str(body_bytes)})
+    if scenario.target == "plain":
+        read = "cache" if scenario.cache == "memory" else "database"
+        extra = {"BODY_BYTES": str(body_bytes), "PLAIN_READ": read}
+        return _start_bare("bench.plain_app", stack, workers, extra)
     if scenario.target == "floor":
         return _start_bare("bench.floor_app", stack, workers, {"FLOOR_DRIVER": driver})
-    return start_service(stack, scenario.cache, workers, MONGO_DRIVER=driver)
+    tree = before if run.before else None
+    return start_service(stack, scenario.cache, workers, tree, MONGO_DRIVER=driver)
 
 
-def _run(
-    scenario: Scenario,
-    workers: int,
-    stack: Stack,
-    args: argparse.Namespace,
-    body_bytes: int,
-    driver: str,
-) -> Result:
-    port, process = _start(scenario, workers, stack, body_bytes, driver)
+def _run(run: Run, workers: int, stack: Stack, args: argparse.Namespace, body_bytes: int) -> Result:
+    scenario = run.scenario
+    port, process = _start(run, workers, stack, body_bytes, args.before)
     load = {
         "connections": args.connections,
         "hot": scenario.hot,
-        "hot_from": scenario.hot_from,
+        "hot_from": run.hot_from,
         "write_percent": scenario.write_percent,
     }
     try:
         wrk(port, args.warmup, stack.ids_file, **load)
-        if scenario.per_driver:
+        if scenario.database_bound:
             # wrk's warm-up connections are gone, but their slow requests (writes take
             # hundreds of ms here) still hold in-flight slots: the timed window's 50 new
             # connections would meet the bound and count fast 503s. Each ends by its deadline.
@@ -171,7 +232,9 @@ def _run(
         cpu_before = cpu_seconds(pids)
         # Counting answers by status costs wrk a Lua call per response: affordable at the
         # database-bound targets' ~1,000 req/s, not beside bare aiohttp's 40,000.
-        measured = wrk(port, args.duration, stack.ids_file, statuses=scenario.per_driver, **load)
+        measured = wrk(
+            port, args.duration, stack.ids_file, statuses=scenario.database_bound, **load
+        )
         cpu = cpu_seconds(pids) - cpu_before
         rss = memory_mb(worker_pids(process.pid))
     finally:
@@ -185,14 +248,15 @@ def _run(
         round(measured["p99_ms"], 2),
         int(measured["errors"]),
         round(rss, 1),
-        driver=driver,
+        driver=run.driver,
         cpu_us_per_request=round(cpu * 1e6 / requests, 1) if requests else 0.0,
-        label=f"{scenario.name} ({driver})" if scenario.per_driver else scenario.name,
+        label=run.label,
         error_kinds={
             kind.removeprefix("errors_"): int(count)
             for kind, count in measured.items()
             if kind.startswith(("errors_", "status_")) and count
         },
+        before=run.before,
     )
 
 
@@ -207,38 +271,45 @@ def _typical_body_bytes(stack: Stack) -> int:
         stop(process)
 
 
-_REFERENCE_NAMES = {targets.BASELINE: "bare", targets.MISS_FLOOR: "Motor floor"}
+_REFERENCE_NAMES = {
+    targets.BASELINE: "bare",
+    targets.MISS_FLOOR: "Motor floor",
+    targets.PLAIN: "plain",
+    targets.PLAIN_MISS: "plain miss",
+}
+
+
+def _ratio(spread: Spread | None, reference: str | None = None) -> str:
+    if spread is None:
+        return "—"
+    name = _REFERENCE_NAMES.get(reference, reference) if reference else None
+    return spread.format(2) + (f" {name}" if name else "")
 
 
 def table(rows: Sequence[Row], heading: str) -> str:
+    """The rows as Markdown; the `x before` columns only when some row has a twin."""
+    paired = any(r.before_ratio is not None for r in rows)
     lines = [
         heading,
         "",
-        "| Target | Workers | Requests/s | x bare | CPU µs/request | CPU x reference "
-        "| p50 ms | p99 ms | p99 x bare | Errors | Peak RSS/worker MB | Targets (1 worker) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| Target | Workers | Requests/s | x bare | {'x before | ' if paired else ''}"
+        f"CPU µs/request | CPU x reference | {'CPU x before | ' if paired else ''}"
+        "p50 ms | p99 ms | p99 x bare | Errors | Peak RSS/worker MB | Targets (1 worker) |",
+        "| --- | ---: | ---: | ---: | " + "---: | " * (9 if paired else 7) + "--- |",
     ]
     for r in rows:
         ratio = "1.00" if r.ratio is None else r.ratio.format(2)
         p99_ratio = "1.00" if r.p99_ratio is None else r.p99_ratio.format(2)
-        cpu_ratio = (
-            "—"
-            if r.cpu_ratio is None or r.cpu_reference is None
-            else f"{r.cpu_ratio.format(2)} {_REFERENCE_NAMES.get(r.cpu_reference, r.cpu_reference)}"
-        )
+        cpu_ratio = _ratio(r.cpu_ratio if r.cpu_reference else None, r.cpu_reference)
+        rps_before = f"{_ratio(r.before_ratio)} | " if paired else ""
+        cpu_before = f"{_ratio(r.before_cpu_ratio)} | " if paired else ""
         lines.append(
             f"| {r.name} | {r.workers} | {r.requests_per_second.format()} | {ratio} "
-            f"| {r.cpu_us_per_request.format()} | {cpu_ratio} | {r.p50_ms.format(2)} "
-            f"| {r.p99_ms.format(2)} | {p99_ratio} | {r.errors} | {r.peak_rss_mb:.1f} "
-            f"| {', '.join(r.verdicts)} |"
+            f"| {rps_before}{r.cpu_us_per_request.format()} | {cpu_ratio} | {cpu_before}"
+            f"{r.p50_ms.format(2)} | {r.p99_ms.format(2)} | {p99_ratio} | {r.errors} "
+            f"| {r.peak_rss_mb:.1f} | {', '.join(r.verdicts)} |"
         )
-    missed = targets.misses(rows)
-    judged = sum(len(r.verdicts) for r in rows)
-    lines += [
-        "",
-        f"Targets met: {judged - len(missed)} of {judged}"
-        + (f"; missed: {'; '.join(missed)}." if missed else "."),
-    ]
+    lines += ["", targets.tally(rows)]
     return "\n".join(lines)
 
 
@@ -292,8 +363,27 @@ def _parser() -> argparse.ArgumentParser:
         + ", ".join(f"--{k} {v}" for k, v in QUICK.items())
         + " unless given; writes bench-quick.json/.png, never the README",
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="PATH",
+        help="an earlier checkout with its own venv (git worktree add PATH <commit>; make venv "
+        "there): its service runs beside this one's in every 1-worker round, and the targets "
+        "compare with it",
+    )
     parser.add_argument("--update-readme", action="store_true")
     return parser
+
+
+def _checkout(path: Path) -> str:
+    """`/work/wt-before at a6e53c3`: what the before rows ran."""
+    found = subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return f"{path} at {found.stdout.strip() or 'an unknown commit'}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -304,14 +394,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.update_readme:
             parser.error("--quick results do not go into the README")
+    if args.before is not None:
+        args.before = args.before.resolve()
+        for needed in (".venv/bin/gunicorn", "gunicorn.conf.py"):
+            if not (args.before / needed).exists():
+                parser.error(
+                    f"--before {args.before}: no {needed} (git worktree add PATH <commit>, "
+                    "then make venv in it)"
+                )
     chosen = [s for s in SCENARIOS if s.name in args.scenarios.split(",")]
     if not chosen or chosen[0].name != "baseline":
         chosen.insert(0, SCENARIOS[0])  # ratios need the baseline of the same round
-    runs = [
-        (scenario, driver)
-        for scenario in chosen
-        for driver in (args.drivers.split(",") if scenario.per_driver else ["motor"])
-    ]
+    drivers = args.drivers.split(",")
     worker_counts = [int(w) for w in args.workers.split(",")]
 
     rounds, multi_worker_rounds = int(args.rounds), int(args.multi_worker_rounds)
@@ -327,8 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for workers in worker_counts:
                 if number > rounds_for(workers):
                     continue
-                for scenario, driver in runs:
-                    result = _run(scenario, workers, servers, args, body_bytes, driver)
+                # The earlier checkout at 1 worker only: the targets are judged there.
+                before = args.before is not None and workers == 1
+                for run in round_runs(chosen, drivers, number, before=before):
+                    result = _run(run, workers, servers, args, body_bytes)
                     result.round = number
                     print(
                         f"bench: round {number}, {result.name}, {workers} worker(s): "
@@ -347,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"wrk, 2 threads, {args.connections} connections, {args.warmup:g} s warm-up, "
         f"{args.duration:g} s window; response body {body_bytes} bytes; rounds: {per_count}"
     )
+    if args.before is not None:
+        settings += f"; before rows: {_checkout(args.before)}, 1 worker, in the same rounds"
     text = table(rows, f"Machine: {machine()}. Load: {settings}.")
     model = _capacity(rows, args)
     name = "bench-quick" if args.quick else "bench"

@@ -3,8 +3,9 @@
 Bars are the medians of the rounds, whiskers the lowest and highest round. Both axes are
 logarithmic: bare aiohttp answers ~40 times more requests than a read that goes to the
 database, and a linear axis would flatten every miss row to nothing. Grey bars are the
-yardsticks (bare aiohttp, the two driver floors), blue ones the service; a hatched bar
-had errors in some round (quick 503s make it look faster and cheaper than it is).
+yardsticks (bare aiohttp, the plain app, the two driver floors), blue ones the service
+(light blue: the --before checkout's); a hatched bar had errors in some round (quick 503s
+make it look faster and cheaper than it is).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from matplotlib.figure import Figure
 from bench.summary import Row, Spread
 from bench.targets import REFERENCES
 
-_SERVICE, _REFERENCE = "#2f6db5", "#9a9a9a"
+_SERVICE, _REFERENCE, _BEFORE = "#2f6db5", "#9a9a9a", "#a9c6ea"
 
 
 def _panel(
@@ -32,7 +33,10 @@ def _panel(
     axes = figure.add_subplot(1, 2, position)
     medians = [s.median for s in spreads]
     whiskers = [[s.median - s.low for s in spreads], [s.high - s.median for s in spreads]]
-    colours = [_REFERENCE if row.scenario in REFERENCES else _SERVICE for row in rows]
+    colours = [
+        _BEFORE if row.before else _REFERENCE if row.scenario in REFERENCES else _SERVICE
+        for row in rows
+    ]
     places = list(range(len(rows)))
     bars = axes.barh(places, medians, color=colours, xerr=whiskers, capsize=3, ecolor="#333333")
     for bar, row in zip(bars, rows, strict=True):
@@ -64,7 +68,8 @@ def draw(rows: Sequence[Row], path: Path, subtitle: str) -> None:
     chosen = [row for row in rows if row.workers == 1]
     figure = Figure(figsize=(11, 0.42 * len(chosen) + 2.2), layout="constrained")
     figure.suptitle("make bench, 1 worker: bars are the median of the rounds, whiskers min-max")
-    key = "Grey: bare aiohttp and the driver floors (bench/). Blue: the service. Hatched: errors."
+    key = "Grey: bare aiohttp, the plain app, the driver floors (bench/). Blue: the service;"
+    key += " light blue: the service of the --before checkout. Hatched: errors."
     figure.supxlabel(f"{key}\n{textwrap.fill(subtitle, 150)}", fontsize=8, color="#444444")
     throughput = [row.requests_per_second for row in chosen]
     cpu = [row.cpu_us_per_request for row in chosen]

@@ -27,7 +27,7 @@ NEWEST_FIRST = [("created_at", DESCENDING), ("_id", DESCENDING)]
 COLLECTIONS = web.AppKey("collections", tuple[AsyncCollection[Document], AsyncCollection[Document]])
 
 
-async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
+async def mongo_ctx(app: web.Application) -> AsyncIterator[None]:
     url, driver = os.environ["MONGO_URL"], os.environ.get("FLOOR_DRIVER", "motor")
     # tz_aware as in service/storage/mongo.py: it changes how every datetime is decoded.
     client: Any = (
@@ -47,21 +47,28 @@ async def _mongo_ctx(app: web.Application) -> AsyncIterator[None]:
         await closing
 
 
-async def get_user(request: web.Request) -> web.Response:
-    users, orders = request.app[COLLECTIONS]
-    user_id = request.match_info["user_id"]
+async def read_user(app: web.Application, user_id: str) -> bytes | None:
+    """The user and their newest orders as JSON, or None when there is no such user.
+    bench/plain_app.py's misses read through this too."""
+    users, orders = app[COLLECTIONS]
     cursor = orders.find({"user_id": user_id}).sort(NEWEST_FIRST).limit(ORDER_HISTORY_LIMIT)
     user, newest = await asyncio.gather(
         users.find_one({"_id": user_id}), cursor.to_list(length=ORDER_HISTORY_LIMIT)
     )
     if user is None:
+        return None
+    return orjson.dumps({"user": user, "orders": newest})
+
+
+async def get_user(request: web.Request) -> web.Response:
+    body = await read_user(request.app, request.match_info["user_id"])
+    if body is None:
         raise web.HTTPNotFound()
-    body = orjson.dumps({"user": user, "orders": newest})
     return web.Response(body=body, content_type="application/json")
 
 
 def create_app() -> web.Application:
     app = web.Application()
-    app.cleanup_ctx.append(_mongo_ctx)
+    app.cleanup_ctx.append(mongo_ctx)
     app.router.add_get("/users/{user_id}", get_user)
     return app

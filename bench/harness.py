@@ -99,11 +99,11 @@ def service_env(stack: Stack, cache: str, port: int, workers: int) -> dict[str, 
 
 
 def start_gunicorn(
-    command: list[str], env: dict[str, str], port: int, log: Path
+    command: list[str], env: dict[str, str], port: int, log: Path, cwd: Path = ROOT
 ) -> subprocess.Popen[bytes]:
     """Start gunicorn and wait until the app (not just the socket) answers a user read."""
     with log.open("ab") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     wait_for_port(port, timeout=60, process=process)
     url = f"http://127.0.0.1:{port}/users/{seed_id('user', 0)}"
     for _ in range(200):
@@ -117,12 +117,17 @@ def start_gunicorn(
 
 
 def start_service(
-    stack: Stack, cache: str, workers: int, **extra: str
+    stack: Stack, cache: str, workers: int, tree: Path | None = None, **extra: str
 ) -> tuple[int, subprocess.Popen[bytes]]:
+    """The service under gunicorn: this tree's, or `tree`'s (another checkout, such as a
+    `git worktree` of an earlier commit) with that tree's own venv and working directory."""
     port = free_port()
     env = {**service_env(stack, cache, port, workers), **extra}
-    command = [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py"]
-    return port, start_gunicorn(command, env, port, stack.log)
+    if tree is not None:
+        env.pop("PYTHONPATH", None)  # that tree's modules, not this one's
+    gunicorn = BIN / "gunicorn" if tree is None else tree / ".venv" / "bin" / "gunicorn"
+    command = [str(gunicorn), "--config", "gunicorn.conf.py"]
+    return port, start_gunicorn(command, env, port, stack.log, cwd=tree or ROOT)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

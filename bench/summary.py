@@ -5,6 +5,10 @@ round measured and how far the others strayed. Ratios are paired: each round's f
 over the same round's reference (bare aiohttp for throughput and latency, the reference
 `reference_for` names for CPU), then the median of those ratios. A slow minute then moves
 both sides of a ratio instead of one.
+
+`make bench --before PATH` runs an earlier checkout's service beside this one's in the
+same rounds: its results are marked `before` and named with BEFORE_SUFFIX, and each of
+this tree's rows is paired with its twin the same way, round by round.
 """
 
 from __future__ import annotations
@@ -12,6 +16,13 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+
+BEFORE_SUFFIX = " before"
+
+
+def before_label(name: str) -> str:
+    """What the earlier checkout's run of the target `name` is called: `miss (motor) before`."""
+    return f"{name}{BEFORE_SUFFIX}"
 
 
 @dataclass
@@ -34,6 +45,7 @@ class Result:
     # wrk's error counts by kind (connect, read, write, status: a non-2xx/3xx answer,
     # timeout) and, for the database-bound targets, by status (status_503), when not zero.
     error_kinds: dict[str, int] = field(default_factory=dict)
+    before: bool = False  # the earlier checkout's service (--before), not this tree's
 
     @property
     def name(self) -> str:
@@ -83,6 +95,12 @@ class Row:
     p99_ratio: Spread | None = None
     cpu_ratio: Spread | None = None  # CPU µs/request over the reference's, per round
     cpu_reference: str | None = None
+    before: bool = False  # the earlier checkout's service
+    # This tree's row over its twin from the earlier checkout, per round: requests/s, CPU
+    # µs/request, p99. None without --before (and on the twin itself).
+    before_ratio: Spread | None = None
+    before_cpu_ratio: Spread | None = None
+    before_p99_ratio: Spread | None = None
     verdicts: list[str] = field(default_factory=list)
 
 
@@ -131,6 +149,7 @@ def summarise(
             p99_ms=Spread.of(r.p99_ms for r in runs),
             errors=sum(r.errors for r in runs),
             peak_rss_mb=max(r.peak_rss_mb for r in runs),
+            before=first.before,
         )
         if name != baseline:
             bare = by_round(baseline, workers)
@@ -142,5 +161,9 @@ def summarise(
                 runs, by_round(reference, workers), lambda r: r.cpu_us_per_request
             )
             row.cpu_reference = reference if row.cpu_ratio is not None else None
+        if not first.before and (twin := by_round(before_label(name), workers)):
+            row.before_ratio = _paired(runs, twin, lambda r: r.requests_per_second)
+            row.before_cpu_ratio = _paired(runs, twin, lambda r: r.cpu_us_per_request)
+            row.before_p99_ratio = _paired(runs, twin, lambda r: r.p99_ms)
         rows.append(row)
     return rows
