@@ -8,8 +8,9 @@ Three readings, all PyMongo's own, none connecting or resolving anything:
   to skip that), so a DNS outage at start-up would read as a bad setting: there only the
   options are read, with `split_options`, the same parser's public part;
 - the URL as a client would take it: `MongoClient(url, connect=False)` parses it as every
-  worker's client will, refuses options that contradict each other (`w=0&journal=true`) and
-  TLS files it cannot load, and does no I/O (no connection, no DNS) before it is closed;
+  worker's client will, refuses options that contradict each other (`maxStalenessSeconds`
+  with a primary read) and TLS files it cannot load, and does no I/O (no connection, no
+  DNS) before it is closed;
 - the service's own refusals, below.
 """
 
@@ -23,8 +24,8 @@ from pymongo.errors import PyMongoError
 from pymongo.uri_parser import parse_uri, split_options
 
 SRV_SCHEME = "mongodb+srv://"
-# Every read goes to the primary and every write is acknowledged and journaled: what a
-# client was told (201 with an ETag, an idempotency key's stored answer) the next read sees.
+# Every read goes to the primary and every write is acknowledged: what a client was told
+# (201 with an ETag, an idempotency key's stored answer) the next read sees.
 _PRIMARY_ONLY = (
     "the service reads from the primary only, so that no read misses a write it acknowledged "
     "(ETags, idempotency keys); remove it"
