@@ -1,9 +1,9 @@
 """REDIS_URL as redis-py reads it: TLS (`rediss://`) and ACL users reach a real redis-server.
 
-The test makes its own CA and server certificate with `openssl`, and starts redis-server
-with TLS only (`--port 0`), the default user off and one ACL user. The service's cache must
-land its keys there (read back with redis-py over TLS), count no error, and never show
-the password; a URL it cannot use stops it at start-up with one line.
+The test makes its own CA and server certificate (tests/helpers/tls.py), and starts
+redis-server with TLS only (`--port 0`), the default user off and one ACL user. The
+service's cache must land its keys there (read back with redis-py over TLS), count no error,
+and never show the password; a URL it cannot use stops it at start-up with one line.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,40 +27,11 @@ from service.settings.model import ConfigError
 from tests.helpers.app import AiohttpClient, Client, ready_client
 from tests.helpers.servers import RedisServer, free_port
 from tests.helpers.service import run_service
+from tests.helpers.tls import make_certificates
 from tests.helpers.tools import require_command
 
 PASSWORD = "acl-pass-Zq8xW3"
 USER = "cache-writer"
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(
-        [require_command("openssl", "openssl"), *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-
-
-def make_certificates(directory: Path) -> Path:
-    """A throw-away CA and a server certificate for 127.0.0.1 and localhost; the CA's path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", "-new", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-             "-subj", "/CN=user-service test CA",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=directory)  # fmt: skip
-    _openssl("req", "-new", *ec, "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=localhost", cwd=directory)  # fmt: skip
-    (directory / "server.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
-    )
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "server.ext",
-             cwd=directory)  # fmt: skip
-    return directory / "ca.crt"
 
 
 class TlsAclRedis(RedisServer):

@@ -1,5 +1,6 @@
 """The checks no single field can make: settings that contradict each other, values with a
-grammar of their own (tokens, networks, origins, the Redis URL), and production's demands."""
+grammar of their own (tokens, networks, origins, the MongoDB and Redis URLs), and production's
+demands."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from service.settings.model import AuthSettings, ConfigError, PagingSettings, Settings
+from service.settings.mongo_url import RefusedOption, check_mongo_url
 from service.settings.redis_url import RedisTarget
 
 MIN_SECRET_BYTES = 16
@@ -18,6 +20,7 @@ _TOKEN_DIGEST = re.compile(r"[0-9a-f]{64}(:read)?")
 
 def check_settings(settings: Settings, env: Mapping[str, str]) -> None:
     """Raise ConfigError for the first setting that contradicts another or its own grammar."""
+    _check_mongo_url(settings.mongo.url)
     _check_timeouts(settings)
     _check_tokens(settings.auth)
     _check_cursor_secrets(settings.paging)
@@ -83,6 +86,18 @@ def _check_cursor_secrets(paging: PagingSettings) -> None:
             raise ConfigError(
                 f"{env_name}: expected at least {MIN_SECRET_BYTES} bytes (value not shown)"
             )
+
+
+def _check_mongo_url(url: str) -> None:
+    try:
+        check_mongo_url(url)
+    except RefusedOption as error:
+        raise ConfigError(f"MONGO_URL: {error}") from None
+    except ValueError as error:
+        raise ConfigError(
+            "MONGO_URL: expected mongodb://[user:password@]host[:port][,host...][/db][?options] "
+            f"or mongodb+srv://..., as PyMongo reads them: {error} (value not shown)"
+        ) from None
 
 
 def _check_redis_url(url: str) -> None:

@@ -56,7 +56,7 @@ class ServerSettings:
 class MongoSettings:
     # motor (the default) or pymongo (PyMongo's own AsyncMongoClient): see service/storage/mongo.py.
     driver: MongoDriver = setting("MONGO_DRIVER")
-    url: Text = setting("MONGO_URL")
+    url: Text = setting("MONGO_URL", secret=True)  # it may hold a password
     database: Text = setting("MONGO_DB")
     app_name: Text = setting()
     max_pool_size: Annotated[int, Meta(ge=1, le=10_000)] = setting()

@@ -5,7 +5,8 @@ One module per kind of helper, so a test's imports say which it leans on: `serve
 gunicorn as child processes), `http` (raw sockets, curl, readiness), `app` (the app under
 test and its test client), `api` (the OpenAPI contract and data builders), `mongo` (driver
 command recording, fail points), `metrics` (Prometheus text, gunicorn workers' scrapes, a
-real Prometheus), `tools` (external commands: found, or skipped).
+real Prometheus), `tls` (throw-away certificates), `tools` (external commands: found, or
+skipped).
 """
 
 from pathlib import Path
