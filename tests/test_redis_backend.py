@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -149,10 +149,14 @@ async def test_a_redis_that_never_answers_fails_calls_at_the_timeout(key: str) -
     async with silent_server() as port:
         backend = RedisBackend(RedisTarget.from_url(f"redis://127.0.0.1:{port}/2"), 0.2)
         try:
-            for call in (backend.lookup(key), backend.store(key, "0", entry(0), 60)):
+            calls: list[Callable[[], Awaitable[object]]] = [
+                lambda: backend.lookup(key),
+                lambda: backend.store(key, "0", entry(0), 60),
+            ]
+            for call in calls:
                 started = loop.time()
                 with pytest.raises(BACKEND_ERRORS):
-                    await call
+                    await call()
                 assert loop.time() - started < 0.6
         finally:
             await backend.close()
