@@ -3,6 +3,7 @@ user used to pull each one into every worker's memory for the whole TTL)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 
@@ -102,6 +103,28 @@ async def test_the_least_recently_used_entry_goes_first(settings: Settings) -> N
         assert backend.bytes <= cache_settings.memory_max_bytes
     finally:
         await cache.close()
+
+
+async def test_entries_and_tokens_expire_with_the_ttl_they_were_stored_with() -> None:
+    stats = CacheStats()
+    backend = MemoryBackend(BOUND, stats)
+    try:
+        await backend.store("user-service:v1:user:short", "0", Cached('"e"', b"b"), ttl=1)
+        await backend.store("user-service:v1:user:long", "0", Cached('"e"', b"b"), ttl=60)
+        await backend.bump(["user-service:v1:user:bumped"], ttl=1)
+        token, _ = await backend.lookup("user-service:v1:user:bumped")
+        assert token != "0"
+        held = backend.bytes
+        assert backend.peek("user-service:v1:user:short") is not None
+        await asyncio.sleep(1.1)
+        assert backend.peek("user-service:v1:user:short") is None
+        assert await backend.lookup("user-service:v1:user:short") == ("0", None)
+        assert backend.peek("user-service:v1:user:long") is not None
+        assert 0 < backend.bytes < held  # the expired entry no longer counts
+        assert await backend.lookup("user-service:v1:user:bumped") == ("0", None)
+        assert stats.counts[("user", EVICTION)] == 0  # expiry is not eviction
+    finally:
+        await backend.close()
 
 
 async def _big(n: int) -> Cached:

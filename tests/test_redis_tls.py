@@ -125,7 +125,7 @@ async def test_both_clients_take_the_database_from_the_query_as_redis_py_does(
     user = await created.json()
     for _ in range(2):
         assert (await client.get(f"/users/{user['id']}")).status == 200
-    # Stored through aiocache, found by the pipelined lookup: only if both chose database 4.
+    # Stored through aiocache, found by the lookup script: only if both chose database 4.
     counts = _counts(client)
     assert counts.get(("user", "hit")) == 1, counts
     async with aioredis.from_url(f"{base}/4") as direct:

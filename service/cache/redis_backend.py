@@ -2,69 +2,79 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from aiocache import RedisCache
 from aiocache.serializers import NullSerializer
-from redis.exceptions import ResponseError
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
-from service.cache.pipelined import PipelinedRedis
 from service.cache.response_cache import Cached
 from service.domain.ids import new_id
 from service.settings.redis_url import RedisTarget
 
-# aiocache's RedisCache takes these as arguments of its own; the rest of redis-py's
-# connection options (ACL user, TLS files, ...) go to its pool as they are.
-_AIOCACHE_ARGUMENTS = ("host", "port", "db", "password", "max_connections")
+# aiocache's RedisCache takes these as arguments of its own (the connect timeout as
+# create_connection_timeout); the rest of redis-py's connection options (ACL user, TLS
+# files, socket timeout, ...) go to its pool as they are.
+_AIOCACHE_ARGUMENTS = frozenset(
+    ("host", "port", "db", "password", "max_connections", "socket_connect_timeout")
+)
 
 # KEYS[1] = the generation key, KEYS[2] = the data key prefix; one round trip per lookup.
 _LOOKUP = """
 local token = redis.call('GET', KEYS[1]) or '0'
 return {token, redis.call('GET', KEYS[2] .. token)}
 """
-_LOOKUP_SHA = hashlib.sha1(_LOOKUP.encode()).hexdigest().encode()  # noqa: S324 - Redis's script id
 
 
 class RedisBackend:
-    """aiocache's RedisCache (redis-py with hiredis), plus a pipelined connection for hits.
+    """redis-py's asyncio client for lookups, aiocache's RedisCache for stores and bumps.
 
-    Lookups, the hit path, take one round trip on the pipelined connection (pipelined.py);
-    stores and invalidations go through aiocache. Both clients are built from the same
-    `RedisTarget`, so they agree on TLS, ACL user, password and database. Every call is
-    bounded by `cache.timeout_ms`: redis-py applies it as socket_timeout to each read and as
-    create_connection_timeout to each connect, and the pipelined connection enforces it on
-    its connect and on every reply, so a stopped or stalled Redis cannot hold a request.
+    A lookup, the hit path, is one round trip: a Lua script (redis-py's `register_script`:
+    EVALSHA, and the script sent again when Redis answers NOSCRIPT) returns the key's
+    generation token and the entry stored under it. Both clients are built from the one
+    reading of REDIS_URL (`RedisTarget`), so they agree on TLS, ACL user, password and
+    database.
+
+    Every call is bounded by `cache.timeout_ms`, which both clients take as their connect
+    timeout (TCP and TLS handshake) and their socket timeout (every reply, AUTH and SELECT
+    included), in place of any the URL names. Neither retries: a stalled or stopped Redis
+    fails the call within the timeout, redis-py drops that connection, and the next call
+    connects afresh. ResponseCache counts the failure and serves from the database.
+
+    Each lookup in flight holds a pooled connection of its own: redis-py has no automatic
+    pipelining (redis/redis-py#3767). The pool holds up to redis-py's default (100 in 8.x), or the
+    URL's `max_connections`; a lookup beyond that fails at once, a counted miss.
     """
 
     def __init__(self, target: RedisTarget, timeout_seconds: float) -> None:
-        options = {k: v for k, v in target.options.items() if k not in _AIOCACHE_ARGUMENTS}
+        options = {
+            **target.options,
+            "socket_timeout": timeout_seconds,
+            "socket_connect_timeout": timeout_seconds,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self._client = Redis.from_pool(ConnectionPool(**options))
+        self._lookup = self._client.register_script(_LOOKUP)
         self._cache = RedisCache(
-            endpoint=target.host,
-            port=target.port,
-            db=target.db,
-            password=target.password,
-            pool_max_size=target.options.get("max_connections"),
+            endpoint=options.get("host", "localhost"),
+            port=options.get("port", 6379),
+            db=options.get("db", 0),
+            password=options.get("password"),
+            pool_max_size=options.get("max_connections"),
             create_connection_timeout=timeout_seconds,
             serializer=NullSerializer(),
-            timeout=None,  # the socket timeouts below bound every call
-            connection_pool_kwargs={**options, "socket_timeout": timeout_seconds},
+            timeout=None,  # the socket timeouts bound every call
+            connection_pool_kwargs={
+                k: v for k, v in options.items() if k not in _AIOCACHE_ARGUMENTS
+            },
         )
-        self._pipe = PipelinedRedis(target, timeout_seconds)
 
     def peek(self, key: str) -> Cached | None:
         return None  # every lookup is a round trip
 
     async def lookup(self, key: str) -> tuple[str, Cached | None]:
-        keys = (f"{key}:gen".encode(), f"{key}:".encode())
-        try:
-            result = await self._pipe.call(b"EVALSHA", _LOOKUP_SHA, b"2", *keys)
-        except ResponseError as error:
-            if not str(error).startswith("NOSCRIPT"):
-                raise
-            result = await self._pipe.call(b"EVAL", _LOOKUP.encode(), b"2", *keys)
-        token = result[0].decode()
-        raw = result[1] if len(result) > 1 else None
-        return token, (None if raw is None else Cached.unpack(raw))
+        token, raw = await self._lookup(keys=[f"{key}:gen", f"{key}:"])  # raw: None, or bytes
+        return token.decode(), (None if raw is None else Cached.unpack(raw))
 
     async def store(self, key: str, token: str, value: Cached, ttl: int) -> None:
         await self._cache.set(f"{key}:{token}", value.pack(), ttl=ttl)
@@ -73,5 +83,5 @@ class RedisBackend:
         await self._cache.multi_set([(f"{key}:gen", new_id()) for key in keys], ttl=ttl)
 
     async def close(self) -> None:
-        await self._pipe.close()
+        await self._client.aclose()
         await self._cache.close()
