@@ -5,7 +5,8 @@ production configuration: Redis cache, write tokens, metrics on their own port),
 shipped HAProxy front (config/haproxy/haproxy.cfg, its backend given three servers)
 health-checking `/health/ready` every 500 ms, and a real Prometheus scraping the three
 metrics ports. A pool of aiohttp clients POSTs orders (each with an Idempotency-Key)
-and reads users through HAProxy while every instance in turn gets SIGTERM, drains, exits
+and reads users through HAProxy while every instance in turn is taken out of rotation, sleeps
+its preStop, gets SIGTERM, exits
 and starts again. tests/test_fleet.py runs one rolling restart of this harness; `make
 fleet` runs several and writes bench/results/fleet.json.
 
@@ -55,16 +56,20 @@ ROUTE_MATCHER = "|".join(API_ROUTES)
 
 @dataclass(frozen=True)
 class Budget:
-    """The shutdown timings, read from the Kubernetes ConfigMap: one place for both."""
+    """The shutdown timings, read from the Kubernetes manifests: one place for both."""
 
-    drain_seconds: float
-    graceful_timeout_seconds: float
+    pre_stop_seconds: float  # the Deployment's preStop sleep
+    graceful_timeout_seconds: float  # the ConfigMap's GRACEFUL_TIMEOUT_SECONDS
 
 
 def rollout_budget() -> Budget:
     config = yaml.safe_load((KUBERNETES / "configmap.yaml").read_text())["data"]
+    deployment = yaml.safe_load((KUBERNETES / "deployment.yaml").read_text())
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    sleep, seconds = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep == "sleep", container["lifecycle"]
     return Budget(
-        drain_seconds=float(config["SHUTDOWN_DRAIN_SECONDS"]),
+        pre_stop_seconds=float(seconds),
         graceful_timeout_seconds=float(config["GRACEFUL_TIMEOUT_SECONDS"]),
     )
 
@@ -134,6 +139,17 @@ class HAProxy(Front):
     def __init__(self, directory: Path, servers: list[Instance]) -> None:
         self.stats_port = free_port()
         super().__init__(directory, {s.name: s.port for s in servers}, self.stats_port)
+
+    async def set_state(self, http: aiohttp.ClientSession, server: str, state: str) -> None:
+        """The stats page's admin form, as an ingress controller updates its endpoints:
+        `maint` takes the server out (requests in flight finish), `ready` puts it back
+        (it serves again once its health checks pass)."""
+        form = {"s": server, "action": state, "b": "service"}
+        url = f"http://127.0.0.1:{self.stats_port}/stats"
+        async with http.post(url, data=form, allow_redirects=False) as response:
+            done = response.headers.get("Location", "")
+            assert response.status == 303, response.status
+            assert "st=DONE" in done, done
 
     async def servers(self, http: aiohttp.ClientSession) -> dict[str, str]:
         """Each server's status (UP, DOWN, "UP 1/2" while going down...) from the CSV page."""
@@ -382,7 +398,6 @@ class Fleet:
             "API_TOKENS": TOKEN,
             # One secret for the fleet: a page from one instance is followed on another.
             "CURSOR_SECRET": "the-fleet-cursor-secret-0123456789",
-            "SHUTDOWN_DRAIN_SECONDS": str(budget.drain_seconds),
             "GRACEFUL_TIMEOUT_SECONDS": str(budget.graceful_timeout_seconds),
             "LOG_LEVEL": "WARNING",
             # This measures restarts, not speed: on a small machine shared by the clients,
@@ -423,21 +438,24 @@ class Fleet:
     async def restart(
         self, instance: Instance, http: aiohttp.ClientSession, rotation: Rotation, tally: Tally
     ) -> Restart:
-        """SIGTERM, watch HAProxy take it out, wait for exit 0, start it, see it back."""
+        """Terminate it as Kubernetes does a pod: out of the balancer's rotation (the
+        endpoints controller), the preStop sleep while it still serves what it has, then
+        SIGTERM; wait for exit 0, start it, see it back."""
         at = tally.now()
         began = time.monotonic()
-        grace = self.budget.drain_seconds + self.budget.graceful_timeout_seconds + 15
-        exiting = asyncio.create_task(instance.terminate(grace))
-        while rotation.in_rotation(instance.name) and not exiting.done():  # noqa: ASYNC110
+        await self.haproxy.set_state(http, instance.name, "maint")
+        while rotation.in_rotation(instance.name):  # noqa: ASYNC110
             await asyncio.sleep(0.02)  # HAProxy's view is polled; nothing to wait on
         out_after = time.monotonic() - began
-        exit_code = await exiting
+        await asyncio.sleep(max(0.0, self.budget.pre_stop_seconds - out_after))
+        exit_code = await instance.terminate(self.budget.graceful_timeout_seconds + 15)
         exited_after = time.monotonic() - began
         started_at = time.time()
         instance.start()
         started = time.monotonic()
         await instance.wait_ready(http)
         ready_after = time.monotonic() - started
+        await self.haproxy.set_state(http, instance.name, "ready")  # the pod's new endpoint
         while not rotation.in_rotation(instance.name) or not (await self.haproxy.servers(http)).get(
             instance.name, ""
         ).startswith("UP"):

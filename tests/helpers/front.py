@@ -44,7 +44,8 @@ class Front:
         lines += [f"    server {name} 127.0.0.1:{port}" for name, port in servers.items()]
         if stats_port is not None:
             lines += ["listen stats", f"    bind 127.0.0.1:{stats_port}", "    stats enable",
-                      "    stats uri /stats", "    stats refresh 1s"]  # fmt: skip
+                      "    stats uri /stats", "    stats refresh 1s",
+                      "    stats admin if TRUE"]  # fmt: skip
         extra = directory / "haproxy-backend.cfg"
         extra.write_text("\n".join(lines) + "\n")
         self.files.append(extra)
