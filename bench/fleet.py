@@ -334,10 +334,10 @@ class Load:
 @dataclass
 class Restart:
     instance: str
-    at_seconds: float  # SIGTERM, in seconds since the load began
+    at_seconds: float  # termination began, in seconds since the load began
     exit_code: int
-    out_after_seconds: float  # SIGTERM -> HAProxy has it out of rotation
-    exited_after_seconds: float  # SIGTERM -> the master exited
+    out_after_seconds: float  # termination began -> HAProxy has it out of rotation
+    exited_after_seconds: float  # termination began (preStop, SIGTERM) -> the master exited
     ready_after_seconds: float  # started again -> /health/ready 200
     back_after_seconds: float  # started again -> HAProxy has it back in rotation
     started_at: float  # wall clock of the new start: where its counters begin again
@@ -645,9 +645,9 @@ def render(figures: dict[str, Any]) -> str:
     ]
     for restart in figures["restarts"]:
         lines.append(
-            f"  {restart['instance']} (SIGTERM at +{restart['at_seconds']} s): out of rotation "
-            f"{restart['out_after_seconds']} s after "
-            f"SIGTERM, exit {restart['exit_code']} at {restart['exited_after_seconds']} s; "
+            f"  {restart['instance']} (terminated at +{restart['at_seconds']} s): out of rotation "
+            f"{restart['out_after_seconds']} s after, "
+            f"exit {restart['exit_code']} at {restart['exited_after_seconds']} s; "
             f"ready {restart['ready_after_seconds']} s after start, back in rotation at "
             f"{restart['back_after_seconds']} s"
         )
