@@ -11,8 +11,9 @@
 from __future__ import annotations
 
 import itertools
-import os
 import re
+import subprocess
+import sys
 
 import pytest
 from multidict import CIMultiDict
@@ -20,6 +21,7 @@ from multidict import CIMultiDict
 from service.app import create_app
 from service.observability.request_ids import RequestIds
 from service.settings.loading import load_settings
+from tests.helpers import ROOT
 from tests.helpers.api import checked
 from tests.helpers.app import AiohttpClient, Client, access_lines, json_log_app
 from tests.helpers.http import exchange
@@ -104,22 +106,33 @@ def test_generated_request_ids_are_random() -> None:
     assert 0.45 < ones / (128 * len(fresh)) < 0.55  # about half the bits set
 
 
+_FORK_SCENARIO = """
+import os
+from service.observability.request_ids import RequestIds
+ids = RequestIds()
+ids.fresh()  # the parent has drawn a batch; the rest of it is the parent's to hand out
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, ids.fresh().encode())
+    os._exit(0)
+os.close(write)
+with os.fdopen(read) as pipe:
+    child = pipe.read()
+os.waitpid(pid, 0)
+print(child, ids.fresh())
+"""
+
+
 def test_a_forked_child_does_not_hand_out_its_parents_next_ids() -> None:
-    ids = RequestIds()
-    ids.fresh()  # the parent has drawn a batch; the rest of it is the parent's to hand out
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: one id through the pipe, then out without pytest's teardown
-        try:
-            os.write(write, ids.fresh().encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        child = pipe.read()
-    os.waitpid(pid, 0)
+    """In an interpreter of its own: forking pytest's threaded process could deadlock."""
+    result = subprocess.run(
+        [sys.executable, "-c", _FORK_SCENARIO], capture_output=True, text=True, check=True,
+        timeout=30, cwd=ROOT,
+    )  # fmt: skip
+    child, parent = result.stdout.split()
     assert re.fullmatch(r"[0-9a-f]{32}", child)
-    assert child != ids.fresh()
+    assert child != parent
 
 
 async def test_request_ids_in_responses_share_no_prefix(client: Client) -> None:
