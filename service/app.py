@@ -22,7 +22,7 @@ from service.http.auth import TokenVerifier
 from service.http.compression import COMPRESSION, Compression
 from service.http.cors import Cors
 from service.http.handlers.docs import OPENAPI_DOCUMENT
-from service.http.limits import DEADLINES, MAX_BODY_BYTES, Deadlines, InFlight, handler_args
+from service.http.limits import IN_FLIGHT, MAX_BODY_BYTES, InFlight, handler_args
 from service.http.middlewares import REQUEST_CONTEXT, RequestContext, request_middleware
 from service.http.openapi import build_document
 from service.http.routes import ENDPOINTS, ROUTE_POLICIES, setup_routes
@@ -62,8 +62,8 @@ def _observability(app: web.Application, settings: Settings) -> Metrics:
 def _http(app: web.Application, settings: Settings, metrics: Metrics) -> None:
     """The request middleware's context, the route table, and the document built from it."""
     app[LIFECYCLE] = Lifecycle()
-    app[DEADLINES] = Deadlines(settings.request.deadline_seconds)
     app[COMPRESSION] = Compression(settings.compression)
+    app[IN_FLIGHT] = InFlight(settings.server.max_in_flight)
     app[REQUEST_CONTEXT] = RequestContext(
         server=settings.server,
         policies=ROUTE_POLICIES,
@@ -72,8 +72,8 @@ def _http(app: web.Application, settings: Settings, metrics: Metrics) -> None:
         access_log=app[ACCESS_LOG],
         client_address=ClientAddress(settings.log.trusted_proxies),
         tokens=TokenVerifier(settings.auth),
-        in_flight=InFlight(settings.server.max_in_flight),
-        deadlines=app[DEADLINES],
+        in_flight=app[IN_FLIGHT],
+        deadline_seconds=settings.request.deadline_seconds,
         compression=app[COMPRESSION],
         cors=Cors(settings.cors),
     )

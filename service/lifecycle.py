@@ -5,8 +5,8 @@ Under gunicorn (aiohttp's stock worker), SIGTERM stops accepting at once: the po
 Rolling deploys). `python -m service` drains on its own: readiness turns 503 at once, it
 keeps serving for `shutdown.drain_seconds`, then stops accepting. Under both, once aiohttp
 shuts the app down (`on_shutdown`), readiness is 503 and every request in flight has at
-most `shutdown.graceful_timeout_seconds` left, after which it answers 503; then the cleanup
-contexts close the Motor and Redis clients.
+most `shutdown.graceful_timeout_seconds` left (each is bounded by its deadline anyway),
+after which it answers 503; then the cleanup contexts close the Motor and Redis clients.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from service.http.limits import DEADLINES
+from service.http.limits import IN_FLIGHT
 from service.settings.model import SETTINGS
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,14 @@ async def drain(app: web.Application) -> None:
 
 
 async def shut_down(app: web.Application) -> None:
-    """on_shutdown (aiohttp has stopped accepting): readiness 503, and every request in
-    flight answers within the graceful timeout. aiohttp waits its shutdown timeout for
-    handlers and then cancels them without an answer; bringing the deadlines forward makes
-    a request still busy answer 503 before that."""
+    """on_shutdown (aiohttp has stopped accepting): readiness 503, and a request still
+    running at the graceful timeout answers 503. aiohttp waits its shutdown timeout for
+    handlers and then cancels them without an answer, and under gunicorn that timeout is
+    95% of graceful_timeout: cutting them off at the graceful timeout leaves the rest of it
+    for closing the clients."""
     app[LIFECYCLE].shutting_down = True
-    app[DEADLINES].bring_forward(app[SETTINGS].shutdown.graceful_timeout_seconds)
+    seconds = app[SETTINGS].shutdown.graceful_timeout_seconds
+    asyncio.get_running_loop().call_later(seconds, app[IN_FLIGHT].cut_off)
 
 
 async def freeze_startup_objects(app: web.Application) -> AsyncIterator[None]:

@@ -139,9 +139,10 @@ def test_gunicorn_gives_a_stuck_request_the_graceful_timeout_then_exits_without_
     mongo_server: MongoServer, test_env: dict[str, str], tmp_path: Path
 ) -> None:
     """A request stuck in the database (every find blocks past the socket timeout, and is
-    retried up to ten times) outlasts the graceful timeout. Once aiohttp's worker shuts the
-    app down, it answers 503 at the graceful timeout (lifecycle.shut_down), inside the 95%
-    of gunicorn's graceful_timeout that the worker waits, and the worker exits cleanly."""
+    retried up to ten times under a 60 s deadline) outlasts the graceful timeout. Once
+    aiohttp's worker shuts the app down, it answers 503 at the graceful timeout
+    (lifecycle.shut_down), inside the 95% of gunicorn's graceful_timeout that the worker
+    waits, and the worker exits cleanly with time left to close its clients."""
     port = free_port()
     drain, graceful = 1.0, 3.0  # the drain is python -m service's: gunicorn has none
     env = {**os.environ, **test_env, "PORT": str(port), "WEB_CONCURRENCY": "1",

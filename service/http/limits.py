@@ -13,9 +13,8 @@ load with a fast 503 instead of queueing until clients time out.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-from dataclasses import dataclass
 from itertools import chain
+from typing import Any
 
 from aiohttp import HttpVersion11, web
 
@@ -28,7 +27,6 @@ from service.domain.errors import (
     UriTooLong,
 )
 from service.settings.model import ServerSettings
-from service.storage.retry import deadline_var
 
 MAX_BODY_BYTES = 64 * 1024
 LINGERING_SECONDS = 2.0
@@ -36,61 +34,45 @@ _TOO_LARGE = f"The request body is too large (at most {MAX_BODY_BYTES} bytes)."
 
 
 class InFlight:
-    """Requests this process is handling now; single-threaded, so a plain counter is safe."""
+    """The requests this process is handling now (their tasks; single-threaded, so plain
+    set operations are safe), bounded, and cut off together at shutdown."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.current = 0
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._cut_off: set[asyncio.Task[Any]] = set()
 
-    def take(self) -> None:
+    @property
+    def current(self) -> int:
+        return len(self.tasks)
+
+    def take(self, task: asyncio.Task[Any]) -> None:
         """Take a slot, or answer 503 at once: a fast refusal beats a queue clients leave."""
-        if self.current >= self.limit:
+        if len(self.tasks) >= self.limit:
             raise Unavailable("The service is at capacity; retry shortly.", retry_after=1)
-        self.current += 1
+        self.tasks.add(task)
+
+    def release(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        self._cut_off.discard(task)
+
+    def cut_off(self) -> None:
+        """Cancel every request still running (shutdown, at the graceful timeout): each
+        answers 503 (`was_cut_off`) before aiohttp's own shutdown cancels it silently."""
+        for task in self.tasks:
+            self._cut_off.add(task)
+            task.cancel()
+
+    def was_cut_off(self, task: asyncio.Task[Any]) -> bool:
+        """Whether `task`'s cancellation is `cut_off`'s; it is then uncancelled, to answer.
+        Otherwise the client went away, or aiohttp itself is cancelling."""
+        if task not in self._cut_off:
+            return False
+        task.uncancel()
+        return True
 
 
-@dataclass(frozen=True, slots=True)
-class Deadline:
-    timeout: asyncio.Timeout
-    token: contextvars.Token[float | None]  # deadline_var's, for the retries below
-
-
-class Deadlines:
-    """Every request is answered within `request.deadline_seconds`: 503 + Retry-After when
-    it runs over.
-
-    The deadline is enforced where the time goes: it is set in `deadline_var`, and every
-    database attempt runs under PyMongo's own `timeout()` with its share of the time left
-    (storage/retry.py), so the server stops the work too; the cache's calls carry their
-    own timeout. So a request needs no timer of its own: an `asyncio.timeout` armed per
-    request measurably slowed cache hits (README, Performance). Each request still runs
-    under an unarmed `asyncio.timeout(None)` (no timer, no heap entry) so that shutdown can
-    arm them all at once: a request still busy when the graceful timeout ends answers 503
-    instead of being cancelled without an answer.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.active: set[asyncio.Timeout] = set()
-
-    def start(self) -> Deadline:
-        when = asyncio.get_running_loop().time() + self.seconds
-        timeout = asyncio.timeout(None)
-        self.active.add(timeout)
-        return Deadline(timeout, deadline_var.set(when))
-
-    def finish(self, deadline: Deadline) -> None:
-        self.active.discard(deadline.timeout)
-        deadline_var.reset(deadline.token)
-
-    def bring_forward(self, seconds: float) -> None:
-        """No request in flight may run longer than `seconds` from now (shutdown)."""
-        latest = asyncio.get_running_loop().time() + seconds
-        for timeout in self.active:
-            timeout.reschedule(latest)
-
-
-DEADLINES = web.AppKey("deadlines", Deadlines)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
 
 
 def handler_args(settings: ServerSettings) -> dict[str, float]:

@@ -2,8 +2,8 @@
 
 In: request id, metrics and the access log, head limits (414/431), CORS preflight,
 authentication, the body (read under its timeout before a slot is taken), the in-flight
-bound, the deadline. Out: any error as problem+json, gzip, the standard headers, the
-request id and CORS.
+bound, the deadline (which every database attempt's budget reads: no timer per request).
+Out: any error as problem+json, gzip, the standard headers, the request id and CORS.
 
 One middleware rather than one per concern: every layer of aiohttp's chain is another
 coroutine frame and handler partial per request, a measurable share of a cache hit
@@ -15,6 +15,7 @@ resolved once per route from the route table's policies, keyed by the matched ro
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -25,7 +26,7 @@ from service.domain.errors import Unavailable
 from service.http.auth import TokenVerifier, authorize
 from service.http.compression import Compression
 from service.http.cors import Cors
-from service.http.limits import Deadlines, InFlight, check_head, receive_body
+from service.http.limits import InFlight, check_head, receive_body
 from service.http.problems import render_error
 from service.http.responses import STANDARD_HEADERS
 from service.http.routes import Policy, RoutePolicies
@@ -35,8 +36,9 @@ from service.observability.metric_specs import KNOWN_METHODS, UNMATCHED
 from service.observability.metrics import Metrics, RequestSeries
 from service.observability.request_ids import REQUEST_ID_HEADER, RequestIds, request_id_var
 from service.settings.model import ServerSettings
+from service.storage.retry import deadline_var
 
-_LATE = "The request did not complete in time; retry shortly."
+_CUT_OFF = "The service is shutting down; retry shortly."
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,7 @@ class RequestContext:
     client_address: ClientAddress
     tokens: TokenVerifier
     in_flight: InFlight
-    deadlines: Deadlines
+    deadline_seconds: float
     compression: Compression
     cors: Cors
 
@@ -80,7 +82,8 @@ class RequestContext:
 def request_middleware(context: RequestContext) -> Middleware:
     """The middleware, over `context` (a middleware factory, as aiohttp's docs call it)."""
     known: dict[web.AbstractRoute, Facts] = {}  # per matched route: its facts, resolved once
-    request_ids, in_flight, deadlines = context.request_ids, context.in_flight, context.deadlines
+    request_ids, in_flight = context.request_ids, context.in_flight
+    deadline_seconds = context.deadline_seconds
     compression, cors, access_log = context.compression, context.cors, context.access_log
     server = context.server
 
@@ -127,18 +130,20 @@ def request_middleware(context: RequestContext) -> Middleware:
                         # A slot is for work, not for waiting on a client: the body first.
                         if request.body_exists:
                             await receive_body(request, server.body_timeout_seconds)
-                        in_flight.take()
-                        deadline = deadlines.start()
+                        task = request.task
+                        in_flight.take(task)
+                        # The deadline, read by every database attempt's budget (retry.py).
+                        when = asyncio.get_running_loop().time() + deadline_seconds
+                        deadline = deadline_var.set(when)
                         try:
-                            async with deadline.timeout:
-                                response = await handler(request)
-                        except TimeoutError:
-                            if not deadline.timeout.expired():
-                                raise
-                            raise Unavailable(_LATE) from None
+                            response = await handler(request)
+                        except asyncio.CancelledError:
+                            if not in_flight.was_cut_off(task):
+                                raise  # the client went away
+                            raise Unavailable(_CUT_OFF) from None
                         finally:
-                            deadlines.finish(deadline)
-                            in_flight.current -= 1
+                            deadline_var.reset(deadline)
+                            in_flight.release(task)
             except web.HTTPException as error:
                 if error.status < 400:
                     status = error.status
