@@ -78,9 +78,10 @@ def test_counters_and_only_counters_end_in_total() -> None:
 
 def test_histograms_are_cumulative_and_whole() -> None:
     metrics = Metrics(None)
+    series = metrics.series("GET", "/x")
     for seconds in (0.0005, 0.001, 0.3, 0.3, 7.0, 60.0):  # on a bound, between, beyond 5 s
-        metrics.request_started("GET", "/x")
-        metrics.request_finished("GET", "/x", 200, seconds)
+        series.started()
+        series.finished(200, seconds)
     metrics.db_operation("find", "ok", 10.0)
     text = exposition(metrics, [])[0].decode()
     assert histogram_problems(text) == []

@@ -1,1 +1,1 @@
-"""The HTTP layer: the route table, the pipeline around each handler, and the handlers."""
+"""The HTTP layer: the route table, the middleware around each handler, and the handlers."""

@@ -62,7 +62,7 @@ class TokenVerifier:
 
 
 def authorize(request: web.Request, verifier: TokenVerifier, needed: str) -> None:
-    """Raise 401/403 unless the request's token has the `needed` scope (the pipeline
+    """Raise 401/403 unless the request's token has the `needed` scope (the middleware
     resolves it per route with `required_scope`, and calls this only when one is needed)."""
     presented = request.headers.getall("Authorization", ())
     if len(presented) > 1:

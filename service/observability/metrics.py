@@ -1,4 +1,4 @@
-"""Recording metrics: what the request pipeline, the cache, the retry policy and the driver
+"""Recording metrics: what the request middleware, the cache, the retry policy and the driver
 call, each call a few additions to this process's sample store (`samples`). Nothing here
 builds an aioprometheus object: that waits for a scrape (`scrape`)."""
 
@@ -85,18 +85,12 @@ class Metrics:
             self._store.add(total, value)
 
     def series(self, method: str, route: str) -> RequestSeries:
-        """One method and route's request metrics; the pipeline resolves it once per route."""
+        """One method and route's request metrics; the middleware resolves it once per route."""
         found = self._series.get((method, route))
         if found is None:
             found = RequestSeries(self._lock, self._store, method, route)
             self._series[(method, route)] = found
         return found
-
-    def request_started(self, method: str, route: str) -> None:
-        self.series(method, route).started()
-
-    def request_finished(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.series(method, route).finished(status, seconds)
 
     def cache_event(self, cache: str, event: str, n: int = 1) -> None:
         """Once per cached read: the key is looked up, not built."""

@@ -65,8 +65,8 @@ TRANSIENT_CODES = frozenset(
 TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
 
 # The loop-clock time by which the current request must be answered (None outside requests).
-# The watchdog that sets it is a request concern (service/http/deadlines.py); it lives here,
-# with its reader, so that storage never imports http.
+# The middleware that sets it is a request concern (service/http/middlewares.py); it lives
+# here, with its reader, so that storage never imports http.
 deadline_var: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "deadline", default=None
 )
@@ -204,8 +204,8 @@ class RetryPolicy:
 
 
 RETRY_POLICY = web.AppKey("retry_policy", RetryPolicy)
-# Kept back from the last attempt so that its own timeout, not the deadline's cancellation,
-# ends it: the request then answers with no driver work left behind (service/http/deadlines.py).
+# Kept back from the last attempt so that its own timeout ends it a little before the
+# deadline: the request then answers 503 in time, with no driver work left behind.
 ANSWER_RESERVE_SECONDS = 0.03
 # Below this an attempt cannot even reach the server: answer 503 instead of sending it.
 MIN_ATTEMPT_SECONDS = 0.005
