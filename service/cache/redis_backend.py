@@ -8,6 +8,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from service.cache.lookup_batch import LookupBatch
 from service.cache.response_cache import Cached
 from service.domain.ids import new_id
 from service.settings.redis_url import RedisTarget
@@ -31,9 +32,9 @@ class RedisBackend:
 
     A lookup, the hit path, is one round trip: a Lua script (redis-py's `register_script`:
     EVALSHA, and the script sent again when Redis answers NOSCRIPT) returns the key's
-    generation token and the entry stored under it. Both clients are built from the one
-    reading of REDIS_URL (`RedisTarget`), so they agree on TLS, ACL user, password and
-    database.
+    generation token and the entry stored under it. A loop turn's lookups go together as
+    one pipeline (`LookupBatch`). Both clients are built from the one reading of REDIS_URL
+    (`RedisTarget`), so they agree on TLS, ACL user, password and database.
 
     Every call is bounded by `cache.timeout_ms`, which both clients take as their connect
     timeout (TCP and TLS handshake) and their socket timeout (every reply, AUTH and SELECT
@@ -41,9 +42,9 @@ class RedisBackend:
     fails the call within the timeout, redis-py drops that connection, and the next call
     connects afresh. ResponseCache counts the failure and serves from the database.
 
-    Each lookup in flight holds a pooled connection of its own: redis-py has no automatic
-    pipelining (redis/redis-py#3767). The pool holds up to redis-py's default (100 in 8.x), or the
-    URL's `max_connections`; a lookup beyond that fails at once, a counted miss.
+    Each batch of lookups in flight holds a pooled connection of its own: redis-py has no
+    automatic pipelining (redis/redis-py#3767). The pool holds up to redis-py's default (100
+    in 8.x), or the URL's `max_connections`; a call beyond that fails at once, a counted miss.
     """
 
     def __init__(self, target: RedisTarget, timeout_seconds: float) -> None:
@@ -54,7 +55,7 @@ class RedisBackend:
             "retry": Retry(NoBackoff(), 0),
         }
         self._client = Redis.from_pool(ConnectionPool(**options))
-        self._lookup = self._client.register_script(_LOOKUP)
+        self._lookups = LookupBatch(self._client, _LOOKUP)
         self._cache = RedisCache(
             endpoint=options.get("host", "localhost"),
             port=options.get("port", 6379),
@@ -73,7 +74,7 @@ class RedisBackend:
         return None  # every lookup is a round trip
 
     async def lookup(self, key: str) -> tuple[str, Cached | None]:
-        token, raw = await self._lookup(keys=[f"{key}:gen", f"{key}:"])  # raw: None, or bytes
+        token, raw = await self._lookups.run((f"{key}:gen", f"{key}:"))  # raw: None, or bytes
         return token.decode(), (None if raw is None else Cached.unpack(raw))
 
     async def store(self, key: str, token: str, value: Cached, ttl: int) -> None:
@@ -83,5 +84,6 @@ class RedisBackend:
         await self._cache.multi_set([(f"{key}:gen", new_id()) for key in keys], ttl=ttl)
 
     async def close(self) -> None:
+        await self._lookups.close()
         await self._client.aclose()
         await self._cache.close()
