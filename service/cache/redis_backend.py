@@ -20,10 +20,18 @@ _AIOCACHE_ARGUMENTS = frozenset(
     ("host", "port", "db", "password", "max_connections", "socket_connect_timeout")
 )
 
-# KEYS[1] = the generation key, KEYS[2] = the data key prefix; one round trip per lookup.
+# KEYS: each lookup's generation key and data key prefix, lookup after lookup (a loop turn's
+# lookups in one call, LookupBatch). The reply holds, in the same places, each lookup's
+# token and its entry; redis.pcall keeps an error reply (a key of another type) to its own
+# lookup instead of failing the batch.
 _LOOKUP = """
-local token = redis.call('GET', KEYS[1]) or '0'
-return {token, redis.call('GET', KEYS[2] .. token)}
+local replies = {}
+for i = 1, #KEYS, 2 do
+  local token = redis.pcall('GET', KEYS[i]) or '0'
+  replies[i] = token
+  replies[i + 1] = type(token) == 'string' and redis.pcall('GET', KEYS[i + 1] .. token) or false
+end
+return replies
 """
 
 
@@ -32,8 +40,8 @@ class RedisBackend:
 
     A lookup, the hit path, is one round trip: a Lua script (redis-py's `register_script`:
     EVALSHA, and the script sent again when Redis answers NOSCRIPT) returns the key's
-    generation token and the entry stored under it. A loop turn's lookups go together as
-    one pipeline (`LookupBatch`). Both clients are built from the one reading of REDIS_URL
+    generation token and the entry stored under it, for a loop turn's lookups at once
+    (`LookupBatch`). Both clients are built from the one reading of REDIS_URL
     (`RedisTarget`), so they agree on TLS, ACL user, password and database.
 
     Every call is bounded by `cache.timeout_ms`, which both clients take as their connect
@@ -42,8 +50,8 @@ class RedisBackend:
     fails the call within the timeout, redis-py drops that connection, and the next call
     connects afresh. ResponseCache counts the failure and serves from the database.
 
-    Each batch of lookups in flight holds a pooled connection of its own: redis-py has no
-    automatic pipelining (redis/redis-py#3767). The pool holds up to redis-py's default (100
+    Each batch in flight holds a pooled connection of its own: redis-py has no automatic
+    pipelining (redis/redis-py#3767). The pool holds up to redis-py's default (100
     in 8.x), or the URL's `max_connections`; a call beyond that fails at once, a counted miss.
     """
 
