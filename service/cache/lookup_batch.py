@@ -16,7 +16,7 @@ import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 # A batch never holds more lookups than this; the next one opens a batch of its own.
 MAX_BATCH = 64
@@ -65,7 +65,7 @@ class LookupBatch:
             return
         keys = [key for lookup, _ in waiting for key in lookup]
         try:
-            replies = await self._script(keys)  # NOSCRIPT: the Script loads it, sends again
+            replies = await self._call(keys)
         except BaseException as error:
             failure = error if isinstance(error, Exception) else RedisError("lookup cancelled")
             for _, future in waiting:
@@ -85,6 +85,13 @@ class LookupBatch:
                 future.set_result(mine)
             else:
                 future.set_exception(refused)
+
+    async def _call(self, keys: list[str]) -> list[Any]:
+        replies = await self._script(keys)  # NOSCRIPT: the Script loads it, sends again
+        if not isinstance(replies, list) or len(replies) != len(keys):
+            # Left unanswered, its callers would wait forever: a reply of another shape fails them.
+            raise ResponseError(f"lookup script: {len(keys)} replies expected")
+        return replies
 
     async def close(self) -> None:
         """Waits for the batches in flight (each bounded by the socket timeout)."""
