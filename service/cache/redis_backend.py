@@ -8,6 +8,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from service.cache.lookup_batch import LookupBatch
 from service.cache.response_cache import Cached
 from service.domain.ids import new_id
 from service.settings.redis_url import RedisTarget
@@ -19,10 +20,18 @@ _AIOCACHE_ARGUMENTS = frozenset(
     ("host", "port", "db", "password", "max_connections", "socket_connect_timeout")
 )
 
-# KEYS[1] = the generation key, KEYS[2] = the data key prefix; one round trip per lookup.
+# KEYS: each lookup's generation key and data key prefix, lookup after lookup (a loop turn's
+# lookups in one call, LookupBatch). The reply holds, in the same places, each lookup's
+# token and its entry; redis.pcall keeps an error reply (a key of another type) to its own
+# lookup instead of failing the batch.
 _LOOKUP = """
-local token = redis.call('GET', KEYS[1]) or '0'
-return {token, redis.call('GET', KEYS[2] .. token)}
+local replies = {}
+for i = 1, #KEYS, 2 do
+  local token = redis.pcall('GET', KEYS[i]) or '0'
+  replies[i] = token
+  replies[i + 1] = type(token) == 'string' and redis.pcall('GET', KEYS[i + 1] .. token) or false
+end
+return replies
 """
 
 
@@ -31,9 +40,9 @@ class RedisBackend:
 
     A lookup, the hit path, is one round trip: a Lua script (redis-py's `register_script`:
     EVALSHA, and the script sent again when Redis answers NOSCRIPT) returns the key's
-    generation token and the entry stored under it. Both clients are built from the one
-    reading of REDIS_URL (`RedisTarget`), so they agree on TLS, ACL user, password and
-    database.
+    generation token and the entry stored under it, for a loop turn's lookups at once
+    (`LookupBatch`). Both clients are built from the one reading of REDIS_URL
+    (`RedisTarget`), so they agree on TLS, ACL user, password and database.
 
     Every call is bounded by `cache.timeout_ms`, which both clients take as their connect
     timeout (TCP and TLS handshake) and their socket timeout (every reply, AUTH and SELECT
@@ -41,9 +50,9 @@ class RedisBackend:
     fails the call within the timeout, redis-py drops that connection, and the next call
     connects afresh. ResponseCache counts the failure and serves from the database.
 
-    Each lookup in flight holds a pooled connection of its own: redis-py has no automatic
-    pipelining (redis/redis-py#3767). The pool holds up to redis-py's default (100 in 8.x), or the
-    URL's `max_connections`; a lookup beyond that fails at once, a counted miss.
+    Each batch in flight holds a pooled connection of its own: redis-py has no automatic
+    pipelining (redis/redis-py#3767). The pool holds up to redis-py's default (100
+    in 8.x), or the URL's `max_connections`; a call beyond that fails at once, a counted miss.
     """
 
     def __init__(self, target: RedisTarget, timeout_seconds: float) -> None:
@@ -54,7 +63,7 @@ class RedisBackend:
             "retry": Retry(NoBackoff(), 0),
         }
         self._client = Redis.from_pool(ConnectionPool(**options))
-        self._lookup = self._client.register_script(_LOOKUP)
+        self._lookups = LookupBatch(self._client, _LOOKUP)
         self._cache = RedisCache(
             endpoint=options.get("host", "localhost"),
             port=options.get("port", 6379),
@@ -73,7 +82,7 @@ class RedisBackend:
         return None  # every lookup is a round trip
 
     async def lookup(self, key: str) -> tuple[str, Cached | None]:
-        token, raw = await self._lookup(keys=[f"{key}:gen", f"{key}:"])  # raw: None, or bytes
+        token, raw = await self._lookups.run((f"{key}:gen", f"{key}:"))  # raw: None, or bytes
         return token.decode(), (None if raw is None else Cached.unpack(raw))
 
     async def store(self, key: str, token: str, value: Cached, ttl: int) -> None:
@@ -83,5 +92,6 @@ class RedisBackend:
         await self._cache.multi_set([(f"{key}:gen", new_id()) for key in keys], ttl=ttl)
 
     async def close(self) -> None:
+        await self._lookups.close()
         await self._client.aclose()
         await self._cache.close()
