@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -30,7 +32,13 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     if backend is None:
         yield
         return
-    cache = ResponseCache(settings, backend, app[CACHE_STATS])
+    sentinel = backend.sentinel if isinstance(backend, RedisBackend) else None
+    cache = ResponseCache(settings, backend, app[CACHE_STATS], sentinel is not None)
     app[RESPONSE_CACHE] = cache
+    watch = None if sentinel is None else asyncio.create_task(sentinel.watch(app[CACHE_STATS]))
     yield
+    if watch is not None:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
     await cache.close()
