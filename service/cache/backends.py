@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from service.background import running
 from service.cache.memory import MemoryBackend
 from service.cache.redis_backend import RedisBackend
 from service.cache.response_cache import RESPONSE_CACHE, Backend, ResponseCache
@@ -35,10 +34,9 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     sentinel = backend.sentinel if isinstance(backend, RedisBackend) else None
     cache = ResponseCache(settings, backend, app[CACHE_STATS], sentinel is not None)
     app[RESPONSE_CACHE] = cache
-    watch = None if sentinel is None else asyncio.create_task(sentinel.watch(app[CACHE_STATS]))
-    yield
-    if watch is not None:
-        watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watch
+    if sentinel is None:
+        yield
+    else:
+        async with running(sentinel.watch(app[CACHE_STATS]), "redis-primary-watch"):
+            yield
     await cache.close()
