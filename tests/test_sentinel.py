@@ -233,3 +233,21 @@ async def test_a_bump_only_a_replaced_primary_holds_is_not_confirmed(
     finally:
         for made in (backend, direct, promoted):
             await made.close()
+
+
+async def test_a_demoted_primary_refuses_lookups_instead_of_answering_as_a_replica(
+    sentinel_group: SentinelGroup,
+) -> None:
+    """Pooled connections outlive a failover: one still open to a primary that has become a
+    replica must not answer lookups from data that may lag (the script is `#!lua`)."""
+    key, entry = "sentinel-test:demoted", Cached('"v1"', b"body")
+    backend = RedisBackend(RedisTarget.from_url(sentinel_group.url), 1.0)
+    try:
+        await backend.store(key, "0", entry, 60)
+        assert await backend.lookup(key) == ("0", entry)  # a pooled connection to the primary
+        with sentinel_group.primary.client() as primary:
+            primary.replicaof("127.0.0.1", sentinel_group.replica.port)
+        with pytest.raises(RedisError, match="previous master is now a slave"):
+            await backend.lookup(key)
+    finally:
+        await backend.close()

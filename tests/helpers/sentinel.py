@@ -95,6 +95,11 @@ class SentinelGroup:
             if time.monotonic() > deadline:
                 raise TimeoutError("the replica never came in sync")
             time.sleep(0.05)
+        # "online" can precede the replica's first acknowledgement; WAIT needs that.
+        with self.primary.client() as client:
+            client.set("sentinel-group:started", 1)
+            if client.wait(1, 10_000) < 1:
+                raise TimeoutError("the replica never acknowledged a write")
 
     def stop(self) -> None:
         for node in [*self.sentinels, *self.nodes]:
