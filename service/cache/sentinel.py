@@ -71,7 +71,8 @@ class SentinelLink:
         return functools.partial(SentinelConnectionPool, self.service_name, self.sentinel)
 
     async def watch(self, stats: CacheStats) -> None:
-        """Forever: a changed primary is a WARNING and a count (cache_primary_changes_total)."""
+        """Forever: a changed primary is a WARNING and a count (cache_primary_changes_total).
+        Polled: redis-py's Sentinel does not report `+switch-master` (redis/redis-py#3867)."""
         while True:
             try:
                 primary = await self.sentinel.discover_master(self.service_name)
