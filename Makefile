@@ -87,12 +87,14 @@ bench soak overload: venv
 	$(BIN)/python -m $(if $(filter bench,$@),bench,bench.$@) $(ARGS)
 
 # Not part of `make test` (tests/test_faults.py runs one short cycle): 2 minutes by default,
-# `make chaos ARGS="--minutes 5 --clients 8"`; `ARGS=--update-readme` rewrites its table.
+# `make chaos ARGS="--minutes 5 --clients 8"`; `ARGS=--update-readme` rewrites its table;
+# `ARGS=--sentinel`: the cache through Sentinel, failed over and its new primary killed.
 chaos: venv
 	$(BIN)/python -m bench.chaos $(ARGS)
 
 # Not part of `make test` (tests/test_fleet.py runs one roll): three gunicorn instances behind
 # HAProxy with Prometheus, two rolling restarts under load (`ARGS="--rounds 3"`); a few minutes.
+# `ARGS=--sentinel`: the cache through Sentinel.
 fleet: venv
 	@command -v haproxy >/dev/null || { echo "fleet: haproxy is missing: sudo apt-get install haproxy"; exit 2; }
 	$(BIN)/python -m bench.fleet $(ARGS)

@@ -85,6 +85,13 @@ SCENARIOS = (
     ),
     Scenario("hit-redis", "GET /users/{id}, 100 hot ids, Redis cache", "service", "redis", HOT_SET),
     Scenario(
+        "hit-sentinel",
+        "GET /users/{id}, 100 hot ids, the same Redis found through Sentinel",
+        "service",
+        "sentinel",
+        HOT_SET,
+    ),
+    Scenario(
         "floor",
         "bare aiohttp reading user and orders with asyncio.gather (bench/floor_app.py)",
         "floor",
@@ -415,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.monotonic()
     results: list[Result] = []
-    with stack("user-service-bench-") as servers:
+    with stack("user-service-bench-", any(s.cache == "sentinel" for s in chosen)) as servers:
         body_bytes = _typical_body_bytes(servers)
         for number in range(1, max(map(rounds_for, worker_counts)) + 1):
             for workers in worker_counts:

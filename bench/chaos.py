@@ -11,6 +11,13 @@ Afterwards it checks what a client was promised: every acknowledged write is sto
 shown; no key made two orders; no read after an acknowledgement showed the old state; only
 2xx, or 503 with Retry-After while a server was down, never a 409 or a 5xx; every key got
 its answer once the servers were back. tests/test_faults.py runs one short cycle of it.
+
+`--sentinel`: the cache is a primary, its replica and three sentinels (REDIS_URL
+redis+sentinel://), and the faults are a forced `SENTINEL FAILOVER`, then SIGKILL of the
+new primary (restarted as a replica once the sentinels have named another). It also counts
+failed reads (none allowed: the cache fails open), refused writes (503: stored, but no
+replica confirmed the invalidation) and the time from each fault to the first cache hit
+served after the sentinels named the new primary. tests/test_sentinel.py runs a short one.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,7 @@ import aiohttp
 from pymongo import MongoClient
 
 from bench.harness import ROOT, TOKEN, machine, publish
+from tests.helpers.sentinel import SentinelGroup
 from tests.helpers.servers import MongoServer, RedisServer, free_port, wait_for_port
 
 DATABASE = "chaos"
@@ -78,6 +86,12 @@ class Report:
     late_503s: int = 0  # 503s while every server had been back for GRACE_SECONDS
     stuck_keys: int = 0  # keys answered 409 at least once
     unanswered_keys: int = 0
+    sentinel: bool = False
+    failed_reads: int = 0  # GETs answered neither 200 nor 404, or not at all
+    refused_writes: int = 0  # writes answered 503 (then repeated)
+    hits_resumed: list[float] = field(default_factory=list)  # per Sentinel fault, seconds
+    hits_never_resumed: int = 0
+    primary_named: list[float] = field(default_factory=list)  # fault to the new primary
     keys: int = 0
     stored_orders: int = 0
     faults: Counter[str] = field(default_factory=Counter)
@@ -103,6 +117,9 @@ class Report:
             "keys never answered": self.unanswered_keys,
             "server returns with no 2xx write after them": self.unrecovered,
         }
+        if self.sentinel:
+            checks["failed reads"] = self.failed_reads
+            checks["Sentinel faults after which no hit was served"] = self.hits_never_resumed
         failed = [f"{name}: {count}" for name, count in checks.items() if count]
         if self.acknowledged == 0:
             failed.append("no write was acknowledged")
@@ -123,6 +140,8 @@ class Run:
 
     def __init__(self, mongo: MongoServer, redis: RedisServer, urls: list[str], report: Report):
         self.mongo, self.redis, self.urls, self.report = mongo, redis, urls, report
+        self.group: SentinelGroup | None = None  # --sentinel: the cache's nodes
+        self.metrics_urls: list[str] = []
         self.windows: list[Window] = []
         self.stopping = asyncio.Event()
         self.loop = asyncio.get_running_loop()
@@ -193,13 +212,19 @@ class Client:
                 status, retry_after = response.status, "Retry-After" in response.headers
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
             report.statuses["dropped"] += 1
+            report.failed_reads += method == "GET"
             return Answer(None, None, False, sent)
         except TimeoutError:
             report.statuses["timeout"] += 1
+            report.failed_reads += method == "GET"
             report.bad_statuses += 1
             report.problem(f"{method} {path}: no answer within the client timeout")
             return Answer(None, None, False, sent)
         report.statuses[str(status)] += 1
+        if method == "GET" and status not in (200, 404):
+            report.failed_reads += 1
+        elif status == 503:
+            report.refused_writes += 1
         if status == 503:
             if not retry_after:
                 report.bad_statuses += 1
@@ -323,7 +348,9 @@ class Client:
             await self.check_read()
 
 
-def _instance_env(mongo: MongoServer, redis: RedisServer, port: int, driver: str) -> dict[str, str]:
+def _instance_env(
+    mongo: MongoServer, redis_url: str, port: int, metrics_port: int, driver: str
+) -> dict[str, str]:
     """Production configuration on the local servers, as an operator would run it."""
     return {
         **os.environ,
@@ -331,10 +358,10 @@ def _instance_env(mongo: MongoServer, redis: RedisServer, port: int, driver: str
         "MONGO_DRIVER": driver,
         "HOST": "127.0.0.1",
         "PORT": str(port),
-        "METRICS_PORT": str(free_port()),
+        "METRICS_PORT": str(metrics_port),
         "MONGO_URL": mongo.url,
         "MONGO_DB": DATABASE,
-        "REDIS_URL": redis.url,
+        "REDIS_URL": redis_url,
         "CACHE_BACKEND": "redis",
         "API_TOKENS": TOKEN,
         "CURSOR_SECRET": "chaos-cursor-secret-0123456789abcdef",
@@ -344,26 +371,28 @@ def _instance_env(mongo: MongoServer, redis: RedisServer, port: int, driver: str
 
 @contextlib.contextmanager
 def _instances(
-    run_dir: Path, mongo: MongoServer, redis: RedisServer, driver: str
-) -> Iterator[list[str]]:
+    run_dir: Path, mongo: MongoServer, redis_url: str, driver: str
+) -> Iterator[tuple[list[str], list[str]]]:
+    """Two instances: their API URLs and their /metrics URLs."""
     processes: list[subprocess.Popen[bytes]] = []
-    urls = []
+    urls, metrics_urls = [], []
     try:
         for number in range(2):
-            port = free_port()
+            port, metrics_port = free_port(), free_port()
             with (run_dir / f"instance-{number}.log").open("ab") as log:
                 processes.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "service"],
                         cwd=ROOT,
-                        env=_instance_env(mongo, redis, port, driver),
+                        env=_instance_env(mongo, redis_url, port, metrics_port, driver),
                         stdout=log,
                         stderr=subprocess.STDOUT,
                     )
                 )
             wait_for_port(port, timeout=60, process=processes[-1])
             urls.append(f"http://127.0.0.1:{port}")
-        yield urls
+            metrics_urls.append(f"http://127.0.0.1:{metrics_port}/metrics")
+        yield urls, metrics_urls
     finally:
         for process in processes:
             process.terminate()
@@ -444,6 +473,75 @@ async def _cycle(run: Run, rng: random.Random, calm: float) -> None:
     await asyncio.sleep(calm)
 
 
+async def _hits(run: Run, session: aiohttp.ClientSession) -> int:
+    """cache_hits_total over both instances."""
+    total = 0
+    for url in run.metrics_urls:
+        async with session.get(url) as response:
+            text = await response.text()
+        found = re.findall(r"^cache_hits_total\{.*\} (\S+)$", text, re.MULTILINE)
+        total += sum(int(float(n)) for n in found)
+    return total
+
+
+async def _until(check: Callable[[], Awaitable[bool]], deadline: float, run: Run) -> bool:
+    """Poll `check` every 0.1 s until it holds (True) or the deadline passes (False)."""
+    while True:
+        if await check():
+            return True
+        if run.now() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+
+
+async def _sentinel_fault(
+    run: Run, session: aiohttp.ClientSession, kind: str, act: Callable[[int], None]
+) -> None:
+    """Run `act` (a failover or a kill), then wait for the sentinels to name another primary,
+    for a replica in sync, and for the first hit after that; the window ends once the
+    replica is back (writes can be confirmed again)."""
+    group = run.group
+    assert group is not None
+    before = await asyncio.to_thread(group.current_primary_port)
+
+    async def moved() -> bool:
+        return await asyncio.to_thread(group.current_primary_port) != before
+
+    async def in_sync() -> bool:
+        return await asyncio.to_thread(group.replicas_in_sync)
+
+    async with _fault(run, kind) as window:
+        deadline = run.now() + 60
+        await asyncio.to_thread(act, before)
+        if not await _until(moved, deadline, run):
+            run.report.problem(f"{kind}: the sentinels named no other primary within 60 s")
+        named_hits = await _hits(run, session)
+
+        async def hit() -> bool:
+            return await _hits(run, session) > named_hits
+
+        run.report.primary_named.append(run.now() - window.start)
+        if kind == "redis-kill":  # back as the new primary's replica, as Kubernetes would
+            node = group.node(before)
+            await asyncio.to_thread(node.start_as_replica, group.current_primary_port())
+        if await _until(hit, deadline, run):
+            run.report.hits_resumed.append(run.now() - window.start)
+        else:
+            run.report.hits_never_resumed += 1
+            run.report.problem(f"{kind}: no hit within 60 s")
+        await _until(in_sync, deadline, run)
+
+
+async def _sentinel_cycle(run: Run, session: aiohttp.ClientSession, calm: float) -> None:
+    """A forced failover, then SIGKILL of the primary it made."""
+    group = run.group
+    assert group is not None
+    await _sentinel_fault(run, session, "redis-failover", lambda _port: group.force_failover())
+    await asyncio.sleep(calm)
+    await _sentinel_fault(run, session, "redis-kill", lambda port: group.node(port).kill())
+    await asyncio.sleep(calm)
+
+
 def _check_storage(run: Run, clients: list[Client]) -> None:
     """Every acknowledged order is stored, and no key stored two."""
     report = run.report
@@ -510,33 +608,44 @@ async def run(
     calm: float = 3.0,
     work_dir: Path | None = None,
     driver: str = "motor",
+    sentinel: bool = False,
 ) -> Report:
     """Faults in cycles for about `seconds`, then the checks; the servers are its own."""
-    report = Report(seconds=seconds, clients=clients, driver=driver)
+    report = Report(seconds=seconds, clients=clients, driver=driver, sentinel=sentinel)
     with tempfile.TemporaryDirectory(prefix="user-service-chaos-", dir=work_dir) as temp:
         directory = Path(temp)
         mongo, redis = MongoServer(directory / "mongo"), RedisServer(directory / "redis")
+        group = SentinelGroup(directory / "sentinel") if sentinel else None
         mongo.start()
-        redis.start()
+        if group is None:
+            redis.start()
+        else:
+            redis = group.primary
+            group.start()
         try:
-            with _instances(directory, mongo, redis, driver) as urls:
+            redis_url = redis.url if group is None else group.url
+            with _instances(directory, mongo, redis_url, driver) as (urls, metrics_urls):
                 timeout = aiohttp.ClientTimeout(total=15)
                 async with aiohttp.ClientSession(timeout=timeout) as session:
                     await _ready(urls, session)
                     state = Run(mongo, redis, urls, report)
+                    state.group, state.metrics_urls = group, metrics_urls
                     population = [Client(state, n, session, seed) for n in range(clients)]
                     workers = [asyncio.create_task(c.work()) for c in population]
                     rng = random.Random(seed)
                     await asyncio.sleep(calm)
                     while state.now() - state.started < seconds - calm:
-                        await _cycle(state, rng, calm)
+                        if group is None:
+                            await _cycle(state, rng, calm)
+                        else:
+                            await _sentinel_cycle(state, session, calm)
                     state.stopping.set()
                     await asyncio.gather(*workers)
                     _check_storage(state, population)
                     await _check_final_reads(state, population)
                     for window in state.windows:
-                        if window.kind == "redis-stop":
-                            continue
+                        if window.kind == "redis-stop" or group is not None:
+                            continue  # writes after a Sentinel fault: refused_writes
                         if window.recovered_after is None:
                             report.unrecovered += 1
                         else:
@@ -547,6 +656,8 @@ async def run(
             _print_logs(directory)
             raise
         finally:
+            if group is not None:
+                group.stop()
             redis.stop()
             mongo.stop()
     return report
@@ -557,9 +668,10 @@ def render(report: Report, details: bool = False) -> str:
     faults = ", ".join(f"{kind} x{n}" for kind, n in sorted(report.faults.items()))
     statuses = ", ".join(f"{code}: {n:,}" for code, n in sorted(report.statuses.items()))
     verdict = "PASS" if not report.failures() else "FAIL: " + "; ".join(report.failures()[:8])
+    shared = "Redis through Sentinel (a primary, a replica, three sentinels)"
     rows = [
         f"Driver: {report.driver}. Machine: {machine()}. {report.clients} clients, two service "
-        f"instances sharing Redis, {report.seconds:.0f} s.",
+        f"instances sharing {shared if report.sentinel else 'Redis'}, {report.seconds:.0f} s.",
         "",
         "| Check | Result |",
         "| --- | --- |",
@@ -573,11 +685,23 @@ def render(report: Report, details: bool = False) -> str:
         f"| 409s, 5xx other than 503, 503s without Retry-After, timeouts | {report.bad_statuses} |",
         f"| 503s after every server was back | {report.late_503s} |",
         f"| keys stuck in 409 / never answered | {report.stuck_keys} / {report.unanswered_keys} |",
-        f"| recovery, database back to first 2xx write: median / max | "
-        f"{statistics.median(recoveries):.2f} s / {max(recoveries):.2f} s |",
-        "",
-        f"Verdict: {verdict}.",
     ]
+    if report.sentinel:
+        resumed, named = report.hits_resumed or [0.0], report.primary_named or [0.0]
+        rows += [
+            f"| failed reads (GET answered neither 200 nor 404) | {report.failed_reads} |",
+            f"| refused writes (503, repeated until acknowledged) | {report.refused_writes:,} |",
+            f"| fault to the sentinels naming a new primary: median / max | "
+            f"{statistics.median(named):.2f} s / {max(named):.2f} s |",
+            f"| fault to the first hit after that: median / max | "
+            f"{statistics.median(resumed):.2f} s / {max(resumed):.2f} s |",
+        ]
+    else:
+        rows.append(
+            f"| recovery, database back to first 2xx write: median / max | "
+            f"{statistics.median(recoveries):.2f} s / {max(recoveries):.2f} s |"
+        )
+    rows += ["", f"Verdict: {verdict}."]
     if details:
         rows += ["", "Server warnings and errors:"]
         rows += [f"  {n:5d}  {kind}" for kind, n in report.server_log.most_common(12)]
@@ -590,10 +714,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--drivers", default="motor,pymongo", help="comma-separated, each in turn")
+    parser.add_argument(
+        "--sentinel", action="store_true", help="the cache through Sentinel, failed over and killed"
+    )
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args(argv)
     reports = [
-        asyncio.run(run(args.minutes * 60, args.clients, args.seed, driver=driver))
+        asyncio.run(
+            run(args.minutes * 60, args.clients, args.seed, driver=driver, sentinel=args.sentinel)
+        )
         for driver in args.drivers.split(",")
     ]
     data: dict[str, Any] = {}
@@ -603,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         }  # asdict breaks Counters
         data[report.driver] = {**fields_, "failures": report.failures()}
     text = "\n\n".join(render(report) for report in reports)
-    publish("chaos", data, text, readme=args.update_readme)
+    publish("chaos-sentinel" if args.sentinel else "chaos", data, text, readme=args.update_readme)
     return 0 if not any(report.failures() for report in reports) else 1
 
 

@@ -46,6 +46,7 @@ import yaml
 from bench.harness import BIN, ROOT, TOKEN, machine, publish
 from tests.helpers.front import Front
 from tests.helpers.metrics import PrometheusApi, PrometheusServer
+from tests.helpers.sentinel import SentinelGroup
 from tests.helpers.servers import MongoServer, RedisServer, free_port
 
 KUBERNETES = ROOT / "config" / "kubernetes"
@@ -622,14 +623,23 @@ async def exact_totals(
 
 
 @contextlib.contextmanager
-def servers(directory: Path) -> Iterator[tuple[MongoServer, RedisServer]]:
+def servers(directory: Path, sentinel: bool = False) -> Iterator[tuple[MongoServer, str]]:
+    """SecantusDB, and Redis (with `sentinel`: a primary, a replica, three sentinels);
+    yields the database and REDIS_URL."""
     mongo, redis = MongoServer(directory / "mongo"), RedisServer(directory / "redis")
+    group = SentinelGroup(directory / "sentinel") if sentinel else None
     mongo.start()
-    redis.start()
+    if group is None:
+        redis.start()
+    else:
+        group.start()
     try:
-        yield mongo, redis
+        yield mongo, redis.url if group is None else group.url
     finally:
-        redis.stop()
+        if group is None:
+            redis.stop()
+        else:
+            group.stop()
         mongo.stop()
 
 
@@ -670,6 +680,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=12)
     parser.add_argument("--users", type=int, default=3)
     parser.add_argument("--settle", type=float, default=10.0, help="seconds of load between")
+    parser.add_argument("--sentinel", action="store_true", help="Redis through Sentinel")
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args()
     haproxy = subprocess.run(["sh", "-c", "command -v haproxy"], capture_output=True, text=True,
@@ -680,13 +691,14 @@ def main() -> int:
     budget = rollout_budget()
     with (
         tempfile.TemporaryDirectory(prefix="user-service-fleet-") as temp,
-        servers(Path(temp)) as (mongo, redis),
+        servers(Path(temp), args.sentinel) as (mongo, redis_url),
     ):
-        fleet = Fleet(Path(temp), mongo.url, redis.url, budget, haproxy)
+        fleet = Fleet(Path(temp), mongo.url, redis_url, budget, haproxy)
         report = asyncio.run(fleet.run(clients=args.clients, users=args.users,
                                        rounds=args.rounds, settle=args.settle))  # fmt: skip
     figures = {**report.figures(), "budget": vars(budget), "machine": machine()}
-    publish("fleet", figures, render(figures), readme=args.update_readme)
+    name = "fleet-sentinel" if args.sentinel else "fleet"
+    publish(name, figures, render(figures), readme=args.update_readme)
     ok = figures["failed"] == figures["stale_reads"] == 0
     ok = ok and figures["stored_matches_acknowledged"] and figures["prometheus"]["totals_match"]
     return 0 if ok else 1

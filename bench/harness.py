@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.seed import seed_id
+from tests.helpers.sentinel import SentinelGroup
 from tests.helpers.servers import MongoServer, RedisServer, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,16 +41,23 @@ class Stack:
     redis: RedisServer
     ids_file: Path
     log: Path
+    sentinel_url: str = ""  # with `sentinel`: REDIS_URL through the sentinels, same primary
 
 
 @contextlib.contextmanager
-def stack(prefix: str) -> Iterator[Stack]:
-    """SecantusDB and redis-server on free ports, seeded with USERS x ORDERS_PER_USER."""
+def stack(prefix: str, sentinel: bool = False) -> Iterator[Stack]:
+    """SecantusDB and redis-server on free ports, seeded with USERS x ORDERS_PER_USER; with
+    `sentinel`, that redis-server is the primary of a replica and three sentinels."""
     with tempfile.TemporaryDirectory(prefix=prefix) as temp:
         directory = Path(temp)
         mongo, redis = MongoServer(directory / "mongo"), RedisServer(directory / "redis")
+        group = SentinelGroup(directory / "sentinel") if sentinel else None
+        if group is not None:
+            redis = group.primary
+            group.start()
         mongo.start()
-        redis.start()
+        if group is None:
+            redis.start()
         log = directory / "servers.log"
         try:
             env = {**os.environ, "SERVICE_ENV": "test", "MONGO_URL": mongo.url, "MONGO_DB": "bench"}
@@ -58,8 +66,10 @@ def stack(prefix: str) -> Iterator[Stack]:
             subprocess.run(seed, env=env, check=True, cwd=ROOT)
             ids_file = directory / "ids.txt"
             ids_file.write_text("\n".join(seed_id("user", i) for i in range(USERS)) + "\n")
-            yield Stack(mongo, redis, ids_file, log)
+            yield Stack(mongo, redis, ids_file, log, "" if group is None else group.url)
         finally:
+            if group is not None:
+                group.stop()
             redis.stop()
             mongo.stop()
             _keep_server_log(log, RESULTS / f"{prefix.removeprefix('user-service-')}servers.log")
@@ -86,8 +96,8 @@ def service_env(stack: Stack, cache: str, port: int, workers: int) -> dict[str, 
         "WEB_CONCURRENCY": str(workers),
         "MONGO_URL": stack.mongo.url,
         "MONGO_DB": "bench",
-        "REDIS_URL": stack.redis.url,
-        "CACHE_BACKEND": cache,
+        "REDIS_URL": stack.sentinel_url if cache == "sentinel" else stack.redis.url,
+        "CACHE_BACKEND": "redis" if cache == "sentinel" else cache,
         "API_TOKENS": TOKEN,
         "CURSOR_SECRET": "the-benchmark-cursor-secret",
         "SHUTDOWN_DRAIN_SECONDS": "0",

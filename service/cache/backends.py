@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from service.background import running
 from service.cache.memory import MemoryBackend
 from service.cache.redis_backend import RedisBackend
 from service.cache.response_cache import RESPONSE_CACHE, Backend, ResponseCache
@@ -30,7 +31,12 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     if backend is None:
         yield
         return
-    cache = ResponseCache(settings, backend, app[CACHE_STATS])
+    sentinel = backend.sentinel if isinstance(backend, RedisBackend) else None
+    cache = ResponseCache(settings, backend, app[CACHE_STATS], sentinel is not None)
     app[RESPONSE_CACHE] = cache
-    yield
+    if sentinel is None:
+        yield
+    else:
+        async with running(sentinel.watch(app[CACHE_STATS]), "redis-primary-watch"):
+            yield
     await cache.close()

@@ -10,6 +10,7 @@ from redis.backoff import NoBackoff
 
 from service.cache.lookup_batch import LookupBatch
 from service.cache.response_cache import Cached
+from service.cache.sentinel import SentinelLink, bump_confirmed
 from service.domain.ids import new_id
 from service.settings.redis_url import RedisTarget
 
@@ -62,8 +63,19 @@ class RedisBackend:
             "socket_connect_timeout": timeout_seconds,
             "retry": Retry(NoBackoff(), 0),
         }
-        self._client = Redis.from_pool(ConnectionPool(**options))
-        self._lookups = LookupBatch(self._client, _LOOKUP)
+        # Sentinel (cache/sentinel.py): both clients ask the sentinels for the primary.
+        self.sentinel = SentinelLink(target, options) if target.service_name else None
+        self._wait_ms = max(1, int(timeout_seconds * 500))  # WAIT within the socket timeout
+        pool_class = None
+        if self.sentinel is None:
+            self._client = Redis.from_pool(ConnectionPool(**options))
+            script = _LOOKUP
+        else:
+            options = self.sentinel.options
+            pool_class = self.sentinel.pool_class()
+            self._client = self.sentinel.client()
+            script = "#!lua\n" + _LOOKUP  # a write script: a demoted primary answers READONLY
+        self._lookups = LookupBatch(self._client, script)
         self._cache = RedisCache(
             endpoint=options.get("host", "localhost"),
             port=options.get("port", 6379),
@@ -73,6 +85,7 @@ class RedisBackend:
             create_connection_timeout=timeout_seconds,
             serializer=NullSerializer(),
             timeout=None,  # the socket timeouts bound every call
+            connection_pool_class=pool_class,
             connection_pool_kwargs={
                 k: v for k, v in options.items() if k not in _AIOCACHE_ARGUMENTS
             },
@@ -89,9 +102,15 @@ class RedisBackend:
         await self._cache.set(f"{key}:{token}", value.pack(), ttl=ttl)
 
     async def bump(self, keys: list[str], ttl: int) -> None:
-        await self._cache.multi_set([(f"{key}:gen", new_id()) for key in keys], ttl=ttl)
+        tokens = [(f"{key}:gen", new_id()) for key in keys]
+        if self.sentinel is not None:  # delivered only once a replica holds it
+            await bump_confirmed(self._client, tokens, ttl, self._wait_ms)
+            return
+        await self._cache.multi_set(tokens, ttl=ttl)
 
     async def close(self) -> None:
         await self._lookups.close()
         await self._client.aclose()
         await self._cache.close()
+        if self.sentinel is not None:
+            await self.sentinel.close()

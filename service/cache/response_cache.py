@@ -106,8 +106,17 @@ class _FailSoft:
 class ResponseCache:
     """Read-through caching of rendered responses, with single-flight misses."""
 
-    def __init__(self, settings: CacheSettings, backend: Backend, stats: CacheStats) -> None:
+    def __init__(
+        self,
+        settings: CacheSettings,
+        backend: Backend,
+        stats: CacheStats,
+        invalidations_must_land: bool = False,
+    ) -> None:
         self._backend = backend
+        # Sentinel: a Redis that fails over can lose an undelivered bump, and other instances
+        # would then serve the retired entry; such a write must not be acknowledged.
+        self.invalidations_must_land = invalidations_must_land
         self._prefix = f"{settings.namespace}:{SCHEMA_VERSION}"
         self._ttl = settings.ttl_seconds
         # A token must outlive every entry stored under it, plus a slow reader's deadline.
@@ -167,17 +176,20 @@ class ResponseCache:
         finally:
             self._flights.pop((key, token), None)
 
-    async def invalidate(self, entries: Iterable[tuple[str, str]]) -> None:
-        """Retire entries so no reader anywhere sees them again (call before responding)."""
+    async def invalidate(self, entries: Iterable[tuple[str, str]]) -> bool:
+        """Retire entries so no reader anywhere sees them again (call before responding);
+        False when the backend could not take it (it stays owed, and is retried)."""
         keys = {self.key(kind, ident): kind for kind, ident in entries}
         if not keys:
-            return
+            return True
         self._undelivered.update(keys)
+        delivered = False
         for _ in range(DELIVERY_TRIES):
-            if await self._deliver():
+            if delivered := await self._deliver():
                 break
         for kind in keys.values():
             self.stats.count(kind, INVALIDATION)
+        return delivered
 
     async def _deliver(self) -> bool:
         pending = sorted(self._undelivered)

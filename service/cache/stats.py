@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 HIT, MISS, ERROR, INVALIDATION, EVICTION = "hit", "miss", "error", "invalidation", "eviction"
+PRIMARY_CHANGE = "primary_change"  # Sentinel named another Redis primary (cache/sentinel.py)
 
 OnEvent = Callable[[str, str, int], None]  # cache, event, how many
 

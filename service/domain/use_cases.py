@@ -18,7 +18,7 @@ from aiohttp import web
 
 from service.cache.response_cache import Cached, ResponseCache
 from service.domain.cursors import Cursors, OrderPosition, UserPosition
-from service.domain.errors import InvalidInput, NotFound, PreconditionFailed
+from service.domain.errors import InvalidInput, NotFound, PreconditionFailed, Unavailable
 from service.domain.ids import new_id
 from service.domain.representation import (
     ANY_TAG,
@@ -66,8 +66,10 @@ class _UseCases:
         return await self._cache.read_through(kind, ident, encode)
 
     async def _invalidate(self, *entries: tuple[str, str]) -> None:
-        if self._cache is not None:
-            await self._cache.invalidate(entries)
+        if self._cache is None or await self._cache.invalidate(entries):
+            return
+        if self._cache.invalidations_must_land:  # Sentinel: see service/cache/sentinel.py
+            raise Unavailable("Stored, but the cache did not confirm retiring the old answer.")
 
 
 class UserUseCases(_UseCases):
@@ -154,7 +156,12 @@ class UserUseCases(_UseCases):
         condition = version_condition(if_match, if_none_match)
         order_ids = await self.orders.ids_for_user(user_id)
         if not await self.users.delete(user_id, condition):
-            await explain_miss(self.users, user_id, if_match, if_none_match)
+            try:
+                await explain_miss(self.users, user_id, if_match, if_none_match)
+            except NotFound:
+                # A repeat of a DELETE answered 503 (invalidation unconfirmed) confirms it now.
+                await self._invalidate(("user", user_id))
+                raise
         await self.orders.delete_for_user(user_id)
         await self._invalidate(("user", user_id), *(("order", order_id) for order_id in order_ids))
 

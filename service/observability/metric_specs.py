@@ -32,6 +32,7 @@ SPECS = (
     Spec("cache_errors_total", "counter", "Cache calls that failed or timed out, by cache."),
     Spec("cache_invalidations_total", "counter", "Entries retired by writes, by cache."),
     Spec("cache_evictions_total", "counter", "Entries dropped for the memory bound, by cache."),
+    Spec("cache_primary_changes_total", "counter", "Redis primaries Sentinel replaced, by cache."),
     Spec("db_operation_duration_seconds", "histogram", "MongoDB command time, by outcome."),
     Spec("db_retries_total", "counter", "Database calls retried, by operation and error."),
     Spec("process_resident_memory_bytes", "gauge", "Resident memory.", True),

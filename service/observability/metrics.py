@@ -34,6 +34,7 @@ _CACHE_COUNTERS = {
     "error": "cache_errors_total",
     "invalidation": "cache_invalidations_total",
     "eviction": "cache_evictions_total",
+    "primary_change": "cache_primary_changes_total",
 }
 
 

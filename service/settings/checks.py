@@ -105,8 +105,9 @@ def _check_redis_url(url: str) -> None:
         RedisTarget.from_url(url)
     except ValueError as error:
         raise ConfigError(
-            "REDIS_URL: expected redis://[user:password@]host[:port][/db][?options] or "
-            f"rediss://..., as redis-py reads them: {error} (value not shown)"
+            "REDIS_URL: expected redis://[user:password@]host[:port][/db][?options], "
+            "rediss://..., or redis+sentinel://[user:password@]host[:port][,host...]/service"
+            f"[/db][?options], as redis-py reads them: {error} (value not shown)"
         ) from None
 
 
