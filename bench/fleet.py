@@ -27,6 +27,7 @@ import io
 import math
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -282,6 +283,16 @@ class Load:
             assert answer[0] == 201, answer
             self.users.append(answer[1]["id"])
 
+    async def probe_trace(self, http: aiohttp.ClientSession) -> str:
+        """One read through the front with a sampled W3C traceparent (counted like any
+        other), whose span should reach the collector below the caller's (test_fleet)."""
+        traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+        answer = await self._request(http, "GET", f"/users/{self.users[0]}", "/users/{user_id}",
+                                     headers={"traceparent": traceparent})  # fmt: skip
+        assert answer is not None
+        assert answer[0] == 200, answer
+        return traceparent
+
     async def order(self, http: aiohttp.ClientSession, user: str) -> None:
         """POST an order with its own key, retrying the same key if no answer came back."""
         headers = {**self.write_headers, "Idempotency-Key": uuid.uuid4().hex}
@@ -352,6 +363,7 @@ class Report:
     stored_matches_acknowledged: bool
     duration_seconds: float
     prometheus: dict[str, Any]
+    traceparent: str | None  # what the trace probe sent, when the fleet was traced
 
     def figures(self) -> dict[str, Any]:
         latencies = sorted(self.tally.latencies)
@@ -378,9 +390,16 @@ class Fleet:
     """Three instances, HAProxy and Prometheus on `mongo_url` and `redis_url`."""
 
     def __init__(
-        self, directory: Path, mongo_url: str, redis_url: str, budget: Budget, haproxy: str
+        self,
+        directory: Path,
+        mongo_url: str,
+        redis_url: str,
+        budget: Budget,
+        haproxy: str,
+        otlp_endpoint: str | None = None,
     ) -> None:
         self.directory = directory
+        self.otlp_endpoint = otlp_endpoint
         self.budget = budget
         self.haproxy_binary = haproxy
         self.database = f"fleet_{uuid.uuid4().hex[:8]}"
@@ -406,6 +425,12 @@ class Fleet:
             "REQUEST_DEADLINE_SECONDS": "10",
         }
         env.pop("METRICS_DIR", None)  # each gunicorn makes (and removes) its own
+        if otlp_endpoint is not None:
+            # Traced, but only what a caller's sampled traceparent asks for (the probe): the
+            # load's own requests start unsampled traces, so tracing barely loads the roll.
+            env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": "0", "OTEL_BSP_SCHEDULE_DELAY": "200"}  # fmt: skip
         self.instances = [Instance(f"s{n}", directory, env) for n in (1, 2, 3)]
         self.haproxy = HAProxy(directory, self.instances)
         targets = [f"127.0.0.1:{instance.metrics_port}" for instance in self.instances]
@@ -472,6 +497,8 @@ class Fleet:
             load = Load(self.haproxy.base, [], tally)
             async with aiohttp.ClientSession() as setup:
                 await load.create_users(setup, users)
+                traced = self.otlp_endpoint is not None
+                traceparent = await load.probe_trace(setup) if traced else None
             rotation = Rotation()
             stop_watch, stop_load = asyncio.Event(), asyncio.Event()
             watcher = asyncio.create_task(watch_rotation(self.haproxy, http, rotation, stop_watch))
@@ -497,7 +524,7 @@ class Fleet:
                    for name, spans in rotation.intervals.items()}  # fmt: skip
             stored, matches = self._stored(tally)
             prometheus = await self._prometheus(tally, restarts, load_began_wall, load_ended_wall)
-        return Report(tally, restarts, out, stored, matches, duration, prometheus)
+        return Report(tally, restarts, out, stored, matches, duration, prometheus, traceparent)
 
     def _stored(self, tally: Tally) -> tuple[int, bool]:
         client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(self.mongo_url)

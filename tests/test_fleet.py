@@ -19,6 +19,7 @@ import pytest
 
 from bench.fleet import Fleet, rollout_budget
 from service.observability.metric_specs import LATENCY_BUCKETS
+from tests.helpers.otlp import SERVER, otlp_receiver
 from tests.helpers.servers import MongoServer, RedisServer
 from tests.helpers.tools import require_command
 
@@ -31,12 +32,23 @@ async def test_a_rolling_restart_under_load_fails_nothing_loses_nothing_serves_n
     haproxy = require_command("haproxy", "haproxy")
     require_command("prometheus", "prometheus")
     budget = rollout_budget()
-    fleet = Fleet(tmp_path, mongo_server.url, redis_server.url, budget, haproxy)
-    # Few users, many clients: concurrent reads of one user meet on one worker, where the
-    # stale reads were (a load begun before a write, shared with a read sent after it).
-    report = await fleet.run(clients=12, users=3, rounds=1, settle=3.0)
+    with otlp_receiver() as receiver:
+        fleet = Fleet(tmp_path, mongo_server.url, redis_server.url, budget, haproxy,
+                      otlp_endpoint=receiver.endpoint)  # fmt: skip
+        # Few users, many clients: concurrent reads of one user meet on one worker, where the
+        # stale reads were (a load begun before a write, shared with a read sent after it).
+        report = await fleet.run(clients=12, users=3, rounds=1, settle=3.0)
     figures = report.figures()
     print(json.dumps(figures, indent=1))
+
+    # A traceparent sent to the front reached an instance's SERVER span, as its parent
+    # (HAProxy passes it on); the load's unsampled requests left no spans.
+    assert report.traceparent is not None
+    _, trace_id, parent_id, _ = report.traceparent.split("-")
+    (span,) = [span for span in receiver.trace(trace_id) if span.kind == SERVER]
+    assert span.parent_span_id == parent_id
+    assert span.name == "GET /users/{user_id}"
+    assert all(other.trace_id == trace_id for other in receiver.spans if other.kind == SERVER)
 
     assert figures["failed"] == 0, figures["failures_sample"]
     assert figures["stale_reads"] == 0, figures["stale_sample"]
