@@ -78,8 +78,10 @@ def decode(body: bytes) -> list[ReceivedSpan]:
 class OtlpReceiver:
     """Spans received so far, in arrival order; `endpoint` is OTEL_EXPORTER_OTLP_ENDPOINT."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, decode_spans: bool = True) -> None:
+        """`decode_spans=False`: a sink (the bench's) that only counts the exports."""
         self.spans: list[ReceivedSpan] = []
+        self.exports = 0
         self.content_types: set[str] = set()
         self._lock = threading.Lock()
         receiver = self
@@ -92,7 +94,8 @@ class OtlpReceiver:
                 if self.path != "/v1/traces":
                     self.send_error(404)
                     return
-                receiver.received(self.headers.get("Content-Type", ""), decode(body))
+                spans = decode(body) if decode_spans else []
+                receiver.received(self.headers.get("Content-Type", ""), spans)
                 answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
@@ -120,6 +123,7 @@ class OtlpReceiver:
 
     def received(self, content_type: str, spans: list[ReceivedSpan]) -> None:
         with self._lock:
+            self.exports += 1
             self.content_types.add(content_type)
             self.spans.extend(spans)
 
@@ -137,8 +141,8 @@ class OtlpReceiver:
 
 
 @contextmanager
-def otlp_receiver() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver()
+def otlp_receiver(*, decode_spans: bool = True) -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver(decode_spans=decode_spans)
     receiver.start()
     try:
         yield receiver
