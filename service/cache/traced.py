@@ -1,10 +1,6 @@
-"""The Redis backend with a CLIENT span per call, chosen at start-up when tracing is on.
-
-Not opentelemetry-instrumentation-redis: its `instrument()` rewraps redis-py's classes for
-the whole process, and its `instrument_client()` rewraps the methods of one client object,
-which reaches only our lookup client (aiocache builds its own for stores and bumps). Our
-backend makes three kinds of call, each one round trip, so each is one span here.
-"""
+"""The Redis backend with a CLIENT span per call, when tracing is on. Not
+opentelemetry-instrumentation-redis: it rewraps redis-py's classes (or one client's methods),
+and aiocache's client for stores is not ours to wrap (README, Tracing)."""
 
 from __future__ import annotations
 

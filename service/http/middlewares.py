@@ -181,15 +181,9 @@ def request_middleware(context: RequestContext) -> Middleware:
 def traced(
     middleware: Middleware, tracer: Tracer, facts_of: Callable[[web.Request], Facts]
 ) -> Middleware:
-    """`middleware` inside the request's SERVER span (HTTP semantic conventions), its parent
-    from the incoming `traceparent`/`tracestate` (the propagators OTEL_PROPAGATORS names).
-
-    Written here rather than taken from opentelemetry-instrumentation-aiohttp-server: its
-    middleware works only after its `instrument()`, which replaces `aiohttp.web.Application`
-    for the whole process, it emits the older attribute names unless
-    OTEL_SEMCONV_STABILITY_OPT_IN=http, and it records HTTP metrics we already record.
-    The route comes from the facts the middleware resolves once per route anyway.
-    """
+    """`middleware` inside the request's SERVER span (HTTP semantic conventions), under the
+    caller's `traceparent`. Not opentelemetry-instrumentation-aiohttp-server's: it needs its
+    `instrument()`, which replaces `aiohttp.web.Application` process-wide (README, Tracing)."""
 
     @web.middleware
     async def traced_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -1,15 +1,6 @@
-"""Traces, when an OTLP endpoint is set (`settings.tracing`): OpenTelemetry's SDK with its
-batch processor and OTLP/HTTP exporter, which read their own OTEL_* variables.
-
-Decided once, when the app is built: with tracing off, the middleware, the MongoDB
-listeners, the cache backend and the log filter are the untraced ones, and nothing here
-runs per request. The SDK's provider is made with the app (no thread, no socket); the
-exporter and its thread start in `tracing_ctx`, in each gunicorn worker after the fork.
-
-The spans (README, Tracing): the SERVER span is written in our request middleware; each
-MongoDB command is a CLIENT span from opentelemetry-instrumentation-pymongo's
-`CommandTracer`, passed to the client as one of its `event_listeners`; each Redis call of
-the cache is a CLIENT span of ours (service/cache/traced.py).
+"""Traces when an OTLP endpoint is set (`settings.tracing`; README, Tracing): the SDK's
+provider made with the app, its OTLP/HTTP exporter started per worker (`tracing_ctx`), and
+MongoDB commands as spans. With tracing off nothing here is built or called.
 """
 
 from __future__ import annotations
