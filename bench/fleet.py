@@ -363,7 +363,6 @@ class Report:
     stored_matches_acknowledged: bool
     duration_seconds: float
     prometheus: dict[str, Any]
-    traceparent: str | None  # what the trace probe sent, when the fleet was traced
 
     def figures(self) -> dict[str, Any]:
         latencies = sorted(self.tally.latencies)
@@ -399,7 +398,6 @@ class Fleet:
         otlp_endpoint: str | None = None,
     ) -> None:
         self.directory = directory
-        self.otlp_endpoint = otlp_endpoint
         self.budget = budget
         self.haproxy_binary = haproxy
         self.database = f"fleet_{uuid.uuid4().hex[:8]}"
@@ -497,8 +495,6 @@ class Fleet:
             load = Load(self.haproxy.base, [], tally)
             async with aiohttp.ClientSession() as setup:
                 await load.create_users(setup, users)
-                traced = self.otlp_endpoint is not None
-                traceparent = await load.probe_trace(setup) if traced else None
             rotation = Rotation()
             stop_watch, stop_load = asyncio.Event(), asyncio.Event()
             watcher = asyncio.create_task(watch_rotation(self.haproxy, http, rotation, stop_watch))
@@ -524,7 +520,7 @@ class Fleet:
                    for name, spans in rotation.intervals.items()}  # fmt: skip
             stored, matches = self._stored(tally)
             prometheus = await self._prometheus(tally, restarts, load_began_wall, load_ended_wall)
-        return Report(tally, restarts, out, stored, matches, duration, prometheus, traceparent)
+        return Report(tally, restarts, out, stored, matches, duration, prometheus)
 
     def _stored(self, tally: Tally) -> tuple[int, bool]:
         client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(self.mongo_url)
