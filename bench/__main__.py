@@ -45,6 +45,7 @@ from bench.harness import (
 from bench.summary import Result, Row, Spread, before_label, summarise
 from service.seed import seed_id
 from service.settings.loading import load_settings
+from tests.helpers.otlp import OtlpReceiver, otlp_receiver
 from tests.helpers.servers import free_port
 from tests.helpers.service import worker_pids
 
@@ -60,6 +61,7 @@ class Scenario:
     per_driver: bool = False  # run once per driver (implies database)
     hot_from: int = 0  # the hot set starts after this many ids
     database: bool = False  # the database's work dominates: settle after warm-up, count statuses
+    traced: bool = False  # tracing on: every request sampled, exported to the bench's sink
 
     @property
     def database_bound(self) -> bool:
@@ -92,6 +94,14 @@ SCENARIOS = (
         HOT_SET,
     ),
     Scenario(
+        "hit-redis-traced",
+        "hit-redis with tracing on: every request sampled, OTLP/HTTP to a sink",
+        "service",
+        "redis",
+        HOT_SET,
+        traced=True,
+    ),
+    Scenario(
         "floor",
         "bare aiohttp reading user and orders with asyncio.gather (bench/floor_app.py)",
         "floor",
@@ -108,6 +118,13 @@ SCENARIOS = (
         "GET /users/{id}, 10,000 ids, no cache (MongoDB every time)",
         "service",
         per_driver=True,
+    ),
+    Scenario(
+        "miss-traced",
+        "miss (motor) with tracing on: every request sampled, OTLP/HTTP to a sink",
+        "service",
+        database=True,
+        traced=True,
     ),
     Scenario(
         "writes",
@@ -165,7 +182,8 @@ def round_runs(
     for scenario in chosen:
         for driver in drivers if scenario.per_driver else ["motor"]:
             now = Run(scenario, driver)
-            if not (before and scenario.target == "service"):
+            # Tracing rows have no twin: they are compared with their untraced rows.
+            if not (before and scenario.target == "service" and not scenario.traced):
                 runs.append(now)
                 continue
             twin = Run(scenario, driver, before=True)
@@ -203,7 +221,7 @@ def _start_bare(
 
 
 def _start(
-    run: Run, workers: int, stack: Stack, body_bytes: int, before: Path | None
+    run: Run, workers: int, stack: Stack, body_bytes: int, before: Path | None, sink: OtlpReceiver
 ) -> tuple[int, subprocess.Popen[bytes]]:
     scenario, driver = run.scenario, run.driver
     if scenario.target == "baseline":
@@ -215,12 +233,21 @@ def _start(
     if scenario.target == "floor":
         return _start_bare("bench.floor_app", stack, workers, {"FLOOR_DRIVER": driver})
     tree = before if run.before else None
-    return start_service(stack, scenario.cache, workers, tree, MONGO_DRIVER=driver)
+    traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint} if scenario.traced else {}
+    return start_service(stack, scenario.cache, workers, tree, MONGO_DRIVER=driver, **traced)
 
 
-def _run(run: Run, workers: int, stack: Stack, args: argparse.Namespace, body_bytes: int) -> Result:
+def _run(
+    run: Run,
+    workers: int,
+    stack: Stack,
+    args: argparse.Namespace,
+    body_bytes: int,
+    sink: OtlpReceiver,
+) -> Result:
     scenario = run.scenario
-    port, process = _start(run, workers, stack, body_bytes, args.before)
+    port, process = _start(run, workers, stack, body_bytes, args.before, sink)
+    exports = sink.exports
     load = {
         "connections": args.connections,
         "hot": scenario.hot,
@@ -246,6 +273,8 @@ def _run(run: Run, workers: int, stack: Stack, args: argparse.Namespace, body_by
         rss = memory_mb(worker_pids(process.pid))
     finally:
         stop(process)
+    if scenario.traced and sink.exports == exports:
+        raise RuntimeError(f"{run.label}: no spans reached the sink: was tracing on?")
     requests = measured["requests"]
     return Result(
         scenario.name,
@@ -422,7 +451,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.monotonic()
     results: list[Result] = []
-    with stack("user-service-bench-", any(s.cache == "sentinel" for s in chosen)) as servers:
+    sentinel = any(s.cache == "sentinel" for s in chosen)
+    with (
+        stack("user-service-bench-", sentinel) as servers,
+        otlp_receiver(decode_spans=False) as sink,
+    ):
         body_bytes = _typical_body_bytes(servers)
         for number in range(1, max(map(rounds_for, worker_counts)) + 1):
             for workers in worker_counts:
@@ -431,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # The earlier checkout at 1 worker only: the targets are judged there.
                 before = args.before is not None and workers == 1
                 for run in round_runs(chosen, drivers, number, before=before):
-                    result = _run(run, workers, servers, args, body_bytes)
+                    result = _run(run, workers, servers, args, body_bytes, sink)
                     result.round = number
                     print(
                         f"bench: round {number}, {result.name}, {workers} worker(s): "

@@ -27,6 +27,7 @@ import io
 import math
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -283,6 +284,16 @@ class Load:
             assert answer[0] == 201, answer
             self.users.append(answer[1]["id"])
 
+    async def probe_trace(self, http: aiohttp.ClientSession) -> str:
+        """One read through the front with a sampled W3C traceparent (counted like any
+        other), whose span should reach the collector below the caller's (test_fleet)."""
+        traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+        answer = await self._request(http, "GET", f"/users/{self.users[0]}", "/users/{user_id}",
+                                     headers={"traceparent": traceparent})  # fmt: skip
+        assert answer is not None
+        assert answer[0] == 200, answer
+        return traceparent
+
     async def order(self, http: aiohttp.ClientSession, user: str) -> None:
         """POST an order with its own key, retrying the same key if no answer came back."""
         headers = {**self.write_headers, "Idempotency-Key": uuid.uuid4().hex}
@@ -379,7 +390,13 @@ class Fleet:
     """Three instances, HAProxy and Prometheus on `mongo_url` and `redis_url`."""
 
     def __init__(
-        self, directory: Path, mongo_url: str, redis_url: str, budget: Budget, haproxy: str
+        self,
+        directory: Path,
+        mongo_url: str,
+        redis_url: str,
+        budget: Budget,
+        haproxy: str,
+        otlp_endpoint: str | None = None,
     ) -> None:
         self.directory = directory
         self.budget = budget
@@ -407,6 +424,12 @@ class Fleet:
             "REQUEST_DEADLINE_SECONDS": "10",
         }
         env.pop("METRICS_DIR", None)  # each gunicorn makes (and removes) its own
+        if otlp_endpoint is not None:
+            # Traced, but only what a caller's sampled traceparent asks for (the probe): the
+            # load's own requests start unsampled traces, so tracing barely loads the roll.
+            env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": "0", "OTEL_BSP_SCHEDULE_DELAY": "200"}  # fmt: skip
         self.instances = [Instance(f"s{n}", directory, env) for n in (1, 2, 3)]
         self.haproxy = HAProxy(directory, self.instances)
         targets = [f"127.0.0.1:{instance.metrics_port}" for instance in self.instances]

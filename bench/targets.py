@@ -34,16 +34,21 @@ BEFORE_P99 = 1.25
 BEFORE_RSS = 1.05  # peak RSS per worker over the earlier checkout's (largest of the rounds)
 NOT_JUDGED = "not judged: no --before"
 # Scenarios that are yardsticks, not the service: bare aiohttp, the plain app, the floors.
+# The rows with tracing on, and the untraced row each is compared with.
+TRACED_TWINS = {"hit-redis-traced": "hit-redis", "miss-traced": "miss (motor)"}
 REFERENCES = frozenset({BASELINE, PLAIN, PLAIN_MISS, "floor"})
 
 
 def cpu_reference(name: str) -> str | None:
     """Whose CPU per request a row is compared with: hits with the plain app's hits,
-    misses with its misses, the plain misses with the bare-Motor floor, the rest (the
-    plain hits too) with bare aiohttp. An earlier checkout's row as this tree's."""
+    misses with its misses, the plain misses with the bare-Motor floor, traced rows with
+    their untraced twins, the rest (the plain hits too) with bare aiohttp. An earlier
+    checkout's row as this tree's."""
     name = name.removesuffix(BEFORE_SUFFIX)
     if name == BASELINE or name.startswith("floor"):
         return None
+    if name in TRACED_TWINS:  # what tracing costs: the same load untraced
+        return TRACED_TWINS[name]
     if name.startswith("hit-"):
         return PLAIN
     if name == PLAIN_MISS:

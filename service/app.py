@@ -34,6 +34,15 @@ from service.observability.logging_setup import configure_logging
 from service.observability.metrics import METRICS, Metrics, create_metrics, metrics_ctx
 from service.observability.request_ids import RequestIds
 from service.observability.scrape import metrics_server_ctx
+from service.observability.tracing import (
+    TRACER,
+    TRACER_PROVIDER,
+    create_tracer,
+    create_tracer_provider,
+    mongo_command_tracer,
+    record_retry,
+    tracing_ctx,
+)
 from service.settings.loading import load_settings
 from service.settings.model import SETTINGS, ConfigError, Settings
 from service.storage.mongo import MONGO, MONGO_LISTENERS, CommandListener, mongo_ctx
@@ -52,7 +61,12 @@ def settings_or_exit() -> Settings:
 
 
 def _observability(app: web.Application, settings: Settings) -> Metrics:
-    """Metrics (samples shared across workers, their own port) and the access log."""
+    """Traces when an OTLP endpoint is set (first in, so their exporter closes last),
+    metrics (samples shared across workers, their own port) and the access log."""
+    if settings.tracing:
+        app[TRACER_PROVIDER] = provider = create_tracer_provider()
+        app[TRACER] = create_tracer(provider)
+        app.cleanup_ctx.append(tracing_ctx)
     app[METRICS] = metrics = create_metrics(app)
     app[ACCESS_LOG] = AccessLog(settings.log)
     app.cleanup_ctx.extend([access_log_ctx, metrics_ctx, metrics_server_ctx])
@@ -76,6 +90,7 @@ def _http(app: web.Application, settings: Settings, metrics: Metrics) -> None:
         deadline_seconds=settings.request.deadline_seconds,
         compression=app[COMPRESSION],
         cors=Cors(settings.cors),
+        tracer=app.get(TRACER),
     )
     app.middlewares.append(request_middleware(app[REQUEST_CONTEXT]))
     app.on_shutdown.append(shut_down)
@@ -84,11 +99,15 @@ def _http(app: web.Application, settings: Settings, metrics: Metrics) -> None:
 
 
 def _storage(app: web.Application, settings: Settings, metrics: Metrics) -> None:
-    """The MongoDB client (timed by the metrics) and the one retry policy for its calls."""
+    """The MongoDB client (timed by the metrics, traced when tracing is on) and the one
+    retry policy for its calls."""
     listeners: list[CommandListener] = [DatabaseTimer(metrics)]
     app[MONGO_LISTENERS] = listeners
     app[RETRY_POLICY] = retry_policy(settings.retry, settings.mongo)
     app[RETRY_POLICY].hooks.append(metrics.retry)
+    if (tracer := app.get(TRACER)) is not None:
+        listeners.append(mongo_command_tracer(tracer))
+        app[RETRY_POLICY].hooks.append(record_retry)
     app.cleanup_ctx.append(mongo_ctx)
 
 
@@ -113,7 +132,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     """The app, layer by layer; each layer adds its own cleanup contexts, opened in this
     order at start-up and closed in reverse."""
     settings = settings or settings_or_exit()
-    configure_logging(settings.log)
+    configure_logging(settings.log, traced=settings.tracing)
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         handler_args=handler_args(settings.server),

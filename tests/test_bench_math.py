@@ -276,3 +276,11 @@ def test_the_chart_is_a_png(tmp_path: Path) -> None:
     path = tmp_path / "bench.png"
     chart.draw(rows, path, "a test")
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_traced_rows_are_compared_with_their_untraced_twins_and_have_no_before() -> None:
+    assert targets.cpu_reference("hit-redis-traced") == "hit-redis"
+    assert targets.cpu_reference("miss-traced") == "miss (motor)"
+    chosen = [s for s in SCENARIOS if s.name in {"baseline", "hit-redis", "hit-redis-traced"}]
+    labels = [r.label for r in round_runs(chosen, ["motor"], 1, before=True)]
+    assert labels == ["baseline", "hit-redis", "hit-redis before", "hit-redis-traced"]

@@ -15,10 +15,12 @@ import bisect
 import json
 from pathlib import Path
 
+import aiohttp
 import pytest
 
-from bench.fleet import Fleet, rollout_budget
+from bench.fleet import Fleet, Load, Tally, rollout_budget
 from service.observability.metric_specs import LATENCY_BUCKETS
+from tests.helpers.otlp import SERVER, otlp_receiver
 from tests.helpers.servers import MongoServer, RedisServer
 from tests.helpers.tools import require_command
 
@@ -84,3 +86,27 @@ async def test_a_rolling_restart_under_load_fails_nothing_loses_nothing_serves_n
     for bound in LATENCY_BUCKETS:
         as_fast = bisect.bisect_right(latencies, bound)
         assert buckets.get(bound, 0.0) >= as_fast, (bound, buckets, as_fast)
+
+
+async def test_a_traceparent_sent_to_the_front_reaches_an_instances_span(
+    mongo_server: MongoServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """HAProxy passes W3C trace context on: the instance's SERVER span is the caller's child.
+    The fleet samples only what a caller's traceparent asks for: HAProxy's health checks
+    leave no spans."""
+    haproxy = require_command("haproxy", "haproxy")
+    require_command("prometheus", "prometheus")
+    with otlp_receiver() as receiver:
+        fleet = Fleet(tmp_path, mongo_server.url, redis_server.url, rollout_budget(), haproxy,
+                      otlp_endpoint=receiver.endpoint)  # fmt: skip
+        async with fleet.running():
+            load = Load(fleet.haproxy.base, [], Tally())
+            async with aiohttp.ClientSession() as http:
+                await load.create_users(http, 1)
+                traceparent = await load.probe_trace(http)
+            _, trace_id, parent_id, _ = traceparent.split("-")
+            receiver.wait_for(lambda r: any(s.kind == SERVER for s in r.trace(trace_id)))
+    (span,) = [span for span in receiver.trace(trace_id) if span.kind == SERVER]
+    assert span.parent_span_id == parent_id
+    assert span.name == "GET /users/{user_id}"
+    assert all(other.trace_id == trace_id for other in receiver.spans if other.kind == SERVER)

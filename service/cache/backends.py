@@ -5,29 +5,37 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from opentelemetry.trace import Tracer
 
 from service.background import running
 from service.cache.memory import MemoryBackend
 from service.cache.redis_backend import RedisBackend
 from service.cache.response_cache import RESPONSE_CACHE, Backend, ResponseCache
 from service.cache.stats import CACHE_STATS, CacheStats
+from service.cache.traced import TracedBackend
+from service.observability.tracing import TRACER
 from service.settings.model import SETTINGS, CacheSettings
 from service.settings.redis_url import RedisTarget
 
 
-def create_backend(settings: CacheSettings, stats: CacheStats) -> Backend | None:
-    """memory: per process (memory.py); redis: shared (redis_backend.py); none: no cache."""
+def create_backend(
+    settings: CacheSettings, stats: CacheStats, tracer: Tracer | None = None
+) -> Backend | None:
+    """memory: per process (memory.py); redis: shared (redis_backend.py), its calls traced
+    when a tracer is given (traced.py); none: no cache."""
     if settings.backend == "memory":
         return MemoryBackend(settings.memory_max_bytes, stats)
     if settings.backend == "redis":
-        return RedisBackend(RedisTarget.from_url(settings.redis_url), settings.timeout_ms / 1000)
+        target = RedisTarget.from_url(settings.redis_url)
+        backend = RedisBackend(target, settings.timeout_ms / 1000)
+        return backend if tracer is None else TracedBackend(backend, tracer, target)
     return None
 
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: open the configured backend (none: no cache at all), close it on shutdown."""
     settings = app[SETTINGS].cache
-    backend = create_backend(settings, app[CACHE_STATS])
+    backend = create_backend(settings, app[CACHE_STATS], app.get(TRACER))
     if backend is None:
         yield
         return

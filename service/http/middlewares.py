@@ -16,11 +16,14 @@ resolved once per route from the route table's policies, keyed by the matched ro
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
+from opentelemetry.propagate import extract
+from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
 from service.domain.errors import Unavailable
 from service.http.auth import TokenVerifier, authorize
@@ -67,6 +70,7 @@ class RequestContext:
     deadline_seconds: float
     compression: Compression
     cors: Cors
+    tracer: Tracer | None = None  # None: tracing is off, and the middleware has no span code
 
     def facts(self, method: str, route: str, policy: Policy) -> Facts:
         label = method if method in KNOWN_METHODS else "OTHER"
@@ -86,6 +90,7 @@ def request_middleware(context: RequestContext) -> Middleware:
     deadline_seconds = context.deadline_seconds
     compression, cors, access_log = context.compression, context.cors, context.access_log
     server = context.server
+    record = access_log.record if context.tracer is None else access_log.record_traced
 
     def facts_of(request: web.Request) -> Facts:
         match_info = request.match_info
@@ -165,12 +170,63 @@ def request_middleware(context: RequestContext) -> Middleware:
                 series.finished(status, seconds)
                 if access_log.enabled:
                     remote = context.client_address.of(request)
-                    access_log.record(
-                        facts.method, facts.route, status, seconds, remote, request_id
-                    )
+                    record(facts.method, facts.route, status, seconds, remote, request_id)
             request_id_var.reset(token)
 
-    return middleware
+    if context.tracer is None:
+        return middleware
+    return traced(middleware, context.tracer, facts_of)
+
+
+def traced(
+    middleware: Middleware, tracer: Tracer, facts_of: Callable[[web.Request], Facts]
+) -> Middleware:
+    """`middleware` inside the request's SERVER span (HTTP semantic conventions), under the
+    caller's `traceparent`. Not opentelemetry-instrumentation-aiohttp-server's: it needs its
+    `instrument()`, which replaces `aiohttp.web.Application` process-wide (README, Tracing)."""
+
+    @web.middleware
+    async def traced_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        facts = facts_of(request)
+        method = facts.method if facts.method != "OTHER" else "_OTHER"
+        url = request.url
+        attributes: dict[str, str | int] = {
+            "http.request.method": method,
+            "url.path": request.path,
+            "url.scheme": request.scheme,
+            "server.address": url.host or "",
+        }
+        if url.port is not None:
+            attributes["server.port"] = url.port
+        name = "HTTP" if method == "_OTHER" else method
+        if facts.route != UNMATCHED:
+            attributes["http.route"] = facts.route
+            name = f"{name} {facts.route}"
+        with tracer.start_as_current_span(
+            name,
+            context=extract(request.headers),
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                response = await middleware(request, handler)
+            except web.HTTPException as answer:  # a redirect, rendered by aiohttp
+                span.set_attribute("http.response.status_code", answer.status)
+                raise
+            except BaseException as error:  # the client went away (CancelledError)
+                span.set_attribute("error.type", type(error).__qualname__)
+                span.set_status(StatusCode.ERROR)
+                raise
+            status = response.status
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:  # a 503 at the deadline too: the span is an error
+                span.set_attribute("error.type", str(status))
+                span.set_status(StatusCode.ERROR)
+            return response
+
+    return traced_middleware
 
 
 REQUEST_CONTEXT = web.AppKey("request_context", RequestContext)

@@ -12,6 +12,7 @@ from typing import TextIO
 
 import orjson
 from aiohttp import web
+from opentelemetry.trace import SpanContext, get_current_span
 
 from service.background import every, running
 from service.settings.model import LogSettings
@@ -21,8 +22,9 @@ FLUSH_SECONDS = 0.25
 FLUSH_LINES = 256
 _ESCAPED_ENTRIES = 1024  # distinct routes and client addresses remembered
 
-# What a request leaves for the next flush: time, method, route, status, seconds, address, id.
-Entry = tuple[float, str, str, int, float, str, str]
+# What a request leaves for the next flush: time, method, route, status, seconds, address,
+# id, and its span's context when tracing is on.
+Entry = tuple[float, str, str, int, float, str, str, SpanContext | None]
 
 
 class AccessLog:
@@ -44,7 +46,17 @@ class AccessLog:
         self, method: str, route: str, status: int, seconds: float, remote: str, rid: str
     ) -> None:
         """Keep the request's facts for the next flush: the request path pays an append."""
-        self._pending.append((time.time(), method, route, status, seconds, remote, rid))
+        self._pending.append((time.time(), method, route, status, seconds, remote, rid, None))
+        if len(self._pending) >= FLUSH_LINES:
+            self.flush()
+
+    def record_traced(
+        self, method: str, route: str, status: int, seconds: float, remote: str, rid: str
+    ) -> None:
+        """`record`, and the current span's ids (the middleware picks this one once, when
+        tracing is on): the ids are spelled out at flush, off the request path."""
+        span = get_current_span().get_span_context()
+        self._pending.append((time.time(), method, route, status, seconds, remote, rid, span))
         if len(self._pending) >= FLUSH_LINES:
             self.flush()
 
@@ -122,6 +134,7 @@ class AccessLineFormat:
         seconds: float,
         remote: str,
         rid: str,
+        span: SpanContext | None,
     ) -> str:
         stamp = self._time(now)
         ms = f"{seconds * 1000:.2f}"
@@ -129,9 +142,12 @@ class AccessLineFormat:
             message = f"{method} {route} {status} {ms}ms"
             return f"{stamp} INFO    {ACCESS_LOGGER} [{rid}] {message} {remote}\n"
         head, tail = self._parts(method, route, status)
+        ids = ""
+        if span is not None and span.is_valid:
+            ids = f',"trace_id":"{span.trace_id:032x}","span_id":"{span.span_id:016x}"'
         return (
             f'{{"time":"{stamp}{head}{ms}ms","request_id":"{rid}{tail}{ms},'
-            f'"remote":{self._literal(remote)}}}\n'
+            f'"remote":{self._literal(remote)}{ids}}}\n'
         )
 
 

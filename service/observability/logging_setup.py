@@ -7,6 +7,7 @@ import sys
 from datetime import UTC, datetime
 
 import orjson
+from opentelemetry.trace import get_current_span
 
 from service.observability.parser_errors import install_parser_error_filter
 from service.observability.request_ids import request_id_var
@@ -19,6 +20,19 @@ class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()
+        return True
+
+
+class _TraceIdFilter(logging.Filter):
+    """The ids of the span current where the line is written (the request's, a database
+    call's), installed only when tracing is on. Not opentelemetry-instrumentation-logging:
+    it replaces the process's LogRecord factory."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = get_current_span().get_span_context()
+        if context.is_valid and not hasattr(record, "trace_id"):
+            record.trace_id = format(context.trace_id, "032x")
+            record.span_id = format(context.span_id, "016x")
         return True
 
 
@@ -46,8 +60,9 @@ TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s
 HANDLER_NAME = "user-service"
 
 
-def configure_logging(settings: LogSettings) -> None:
-    """Install one stderr handler on the root logger; safe to call again (tests, reloads)."""
+def configure_logging(settings: LogSettings, *, traced: bool = False) -> None:
+    """Install one stderr handler on the root logger; safe to call again (tests, reloads).
+    `traced`: JSON lines written inside a span carry its trace_id and span_id."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if handler.name == HANDLER_NAME:
@@ -55,6 +70,8 @@ def configure_logging(settings: LogSettings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.name = HANDLER_NAME
     handler.addFilter(_RequestIdFilter())
+    if traced:
+        handler.addFilter(_TraceIdFilter())
     if settings.format == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -63,9 +63,19 @@ def load_settings(
         name: _decode_section(name, kind, merged.get(name, {}), env)
         for name, kind in _section_types().items()
     }
-    settings = Settings(environment=environment, **sections)
+    settings = Settings(environment=environment, tracing=tracing_enabled(env), **sections)
     check_settings(settings, env)
     return settings
+
+
+def tracing_enabled(env: Mapping[str, str]) -> bool:
+    """On when an OTLP endpoint is set for the SDK (traces' own or the generic one), unless
+    OTEL_SDK_DISABLED=true. Only this decision is ours: the SDK and its exporter read every
+    other OTEL_* variable (service name, resource, sampler, batch sizes) themselves."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    endpoints = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    return any(env.get(name, "").strip() for name in endpoints)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -78,7 +88,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _section_types() -> dict[str, type]:
     hints = get_type_hints(Settings)
-    return {name: kind for name, kind in hints.items() if name != "environment"}
+    return {name: kind for name, kind in hints.items() if name not in ("environment", "tracing")}
 
 
 def _merge(target: dict[str, dict[str, Any]], data: dict[str, Any], path: Path) -> None:

@@ -186,6 +186,9 @@ class Settings:
     log: LogSettings
     compression: CompressionSettings
     cors: CorsSettings
+    # Whether requests are traced: decided from the OpenTelemetry SDK's own variables
+    # (loading.tracing_enabled), which the SDK itself reads for everything else.
+    tracing: bool = False
 
 
 SETTINGS = web.AppKey("settings", Settings)
