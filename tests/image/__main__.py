@@ -33,9 +33,10 @@ TAG = "localhost/user-service:image-test"
 CONTAINER = f"user-service-image-test-{os.getpid()}"
 DISK_LIMIT_BYTES = 1536 * 1024**2
 # On the trixie stand-in (Debian's Python 3.13) the image is about 250 MB: the base 193 MB,
-# the installed dependencies and the service 56 MB (Swagger UI's files pruned to about 3 MB).
+# the installed dependencies and the service 56 MB (Swagger UI's files pruned to about 3 MB);
+# tracing's packages (OpenTelemetry's SDK and OTLP exporter, protobuf) add about 13 MB.
 # Past this, something that does not belong got in.
-SIZE_LIMIT_BYTES = 260 * 10**6
+SIZE_LIMIT_BYTES = 275 * 10**6
 WARM_LIMIT_SECONDS = 60
 COLD_LIMIT_SECONDS = 240
 # The host seen from inside slirp4netns (allow_host_loopback): the host's 127.0.0.1.

@@ -31,7 +31,10 @@ BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "python-is-python3", 
 # goes, so that a build step needing them fails here as it would there.
 BASE_TWEAKS = (
     "rm -f /usr/lib/python3*/EXTERNALLY-MANAGED",
-    "dpkg --purge --force-depends python3-setuptools python3-pkg-resources python3-wheel",
+    # As in the official image: pip vendors its own packaging, and nothing else installs one
+    # (our runtime needs packaging 26 for opentelemetry-instrumentation).
+    "dpkg --purge --force-depends python3-setuptools python3-pkg-resources python3-wheel"
+    " python3-packaging",
     "apt-get clean",
     "rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log",
 )
