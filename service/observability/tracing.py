@@ -8,16 +8,16 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.pymongo import CommandTracer
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, Tracer, get_current_span
-from pymongo.monitoring import CommandListener
+
+if TYPE_CHECKING:
+    from pymongo.monitoring import CommandListener
 
 # At shutdown the last spans get this long to leave. The SDK's flush honours no timeout
 # (open-telemetry/opentelemetry-python#4568) and an unreachable collector holds an export
@@ -47,6 +47,9 @@ async def tracing_ctx(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: this worker's exporter (OTLP/HTTP, the SDK's OTEL_EXPORTER_OTLP_* and
     OTEL_BSP_* variables), started after the fork; at shutdown, after the drain, the last
     spans are flushed within FLUSH_SECONDS."""
+    # Imported here, where tracing is on: the exporter brings protobuf and requests.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
     provider = app[TRACER_PROVIDER]
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     yield
@@ -59,6 +62,8 @@ def mongo_command_tracer(tracer: Tracer) -> CommandListener:
     """A CLIENT span per MongoDB command, on either driver: the client's own listener, not
     `PymongoInstrumentor().instrument()`, which registers it for every client in the
     process. Never the query values (the contrib's capture_statement stays off)."""
+    from opentelemetry.instrumentation.pymongo import CommandTracer  # only with tracing on
+
     return CommandTracer(tracer, request_hook=_current_database_conventions)
 
 
