@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from redis.exceptions import RedisError
 from service.app import create_app
 from service.cache.redis_backend import RedisBackend
 from service.cache.response_cache import Cached
-from service.cache.stats import CACHE_STATS, HIT, PRIMARY_CHANGE
+from service.cache.stats import CACHE_STATS, HIT, PRIMARY_CHANGE, CacheStats
 from service.settings.loading import load_settings
 from service.settings.model import ConfigError, Settings
 from service.settings.redis_url import RedisTarget
@@ -225,7 +227,7 @@ async def test_a_bump_only_a_replaced_primary_holds_is_not_confirmed(
         await backend.bump([f"{key}-other"], 60)  # confirmed: the entry is on the replica too
         with sentinel_group.replica.client() as replica:
             replica.replicaof("NO", "ONE")
-        with pytest.raises(RedisError, match="no replica confirmed"):
+        with pytest.raises(RedisError, match="0 of 1 replicas confirmed"):
             await backend.bump([key], 60)
         await direct.bump([key], 60)  # acknowledged by the old primary alone
         assert (await direct.lookup(key))[1] is None  # retired there...
@@ -233,6 +235,48 @@ async def test_a_bump_only_a_replaced_primary_holds_is_not_confirmed(
     finally:
         for made in (backend, direct, promoted):
             await made.close()
+
+
+@pytest.fixture
+def two_replica_group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    require_command("redis-server", "redis-server")
+    group = SentinelGroup(tmp_path, replicas=2)
+    group.start()
+    yield group
+    group.stop()
+
+
+async def test_with_two_replicas_a_bump_both_lack_is_not_confirmed_by_one(
+    two_replica_group: SentinelGroup,
+) -> None:
+    """Sentinel may promote either replica (the Bitnami chart's default has two): a bump
+    counts as delivered only once every replica the sentinels could promote holds it.
+    One replica frozen (SIGSTOP, not yet judged down): the other's acknowledgement alone
+    is a failed delivery, where `WAIT 1` would have called it delivered."""
+    group = two_replica_group
+    backend = RedisBackend(RedisTarget.from_url(group.url), 1.0)
+    link = backend.sentinel
+    assert link is not None
+    watching = asyncio.create_task(link.watch(CacheStats()))
+
+    async def both_known() -> bool:
+        return link.replicas == 2
+
+    frozen = group.replicas[1].process
+    assert frozen is not None
+    try:
+        await wait_until(both_known, timeout=30)  # the sentinels list replicas from INFO
+        await backend.bump(["sentinel-test:two"], 60)  # both in sync: confirmed
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(RedisError, match="1 of 2 replicas confirmed"):
+                await backend.bump(["sentinel-test:two"], 60)
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        await backend.close()
 
 
 async def test_a_demoted_primary_refuses_lookups_instead_of_answering_as_a_replica(

@@ -103,8 +103,9 @@ class RedisBackend:
 
     async def bump(self, keys: list[str], ttl: int) -> None:
         tokens = [(f"{key}:gen", new_id()) for key in keys]
-        if self.sentinel is not None:  # delivered only once a replica holds it
-            await bump_confirmed(self._client, tokens, ttl, self._wait_ms)
+        if self.sentinel is not None:  # delivered only once every promotable replica holds it
+            replicas = self.sentinel.replicas
+            await bump_confirmed(self._client, tokens, ttl, self._wait_ms, replicas)
             return
         await self._cache.multi_set(tokens, ttl=ttl)
 

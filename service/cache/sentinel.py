@@ -1,12 +1,13 @@
 """Redis Sentinel: the cache's clients find the primary through the sentinels, and a write's
-invalidation counts as delivered only once a replica holds it.
+invalidation counts as delivered only once every replica the sentinels could promote holds it.
 
-Why a replica: replication is asynchronous, so a bump the primary acknowledged can be lost
+Why replicas: replication is asynchronous, so a bump the primary acknowledged can be lost
 when a replica is promoted; the new primary would then still hold the retired token and the
-entry stored under it, and serve it. `WAIT 1` on the connection that sent the bump returns
-once one replica has it. With one replica, that is the replica Sentinel can promote; a bump
-sent to a primary Sentinel has already replaced has no replica left to confirm it. A bump no
-replica confirmed is a failed delivery: the write is stored but answered 503 (ResponseCache,
+entry stored under it, and serve it. `WAIT n` on the connection that sent the bump returns
+once n replicas have it, and n is every replica the sentinels could promote (those not
+judged down, polled with the primary): whichever they promote holds the bump. A bump sent to
+a primary Sentinel has already replaced has no replica left to confirm it. A bump not
+confirmed is a failed delivery: the write is stored but answered 503 (ResponseCache,
 use_cases), so no acknowledged write is followed by a stale read (README, Cache: Sentinel).
 
 Clients come from redis-py's `Sentinel.master_for` and its `SentinelConnectionPool` (for
@@ -60,6 +61,7 @@ class SentinelLink:
             "connection_class": SentinelManagedSSLConnection if tls else SentinelManagedConnection,
         }
         self.primary: tuple[str, int] | None = None
+        self.replicas = 1  # how many replicas a bump waits for: every one not judged down
 
     def client(self) -> Redis:
         """A client of the current primary (the lookups' and the bumps')."""
@@ -76,6 +78,8 @@ class SentinelLink:
         while True:
             try:
                 primary = await self.sentinel.discover_master(self.service_name)
+                replicas = await self.sentinel.discover_replicas(self.service_name)
+                self.replicas = max(1, len(replicas))
             except (RedisError, OSError):
                 primary = None  # no primary right now: cache calls fail open meanwhile
             if primary is not None and primary != self.primary:
@@ -93,13 +97,14 @@ class SentinelLink:
 
 
 async def bump_confirmed(
-    client: Redis, tokens: list[tuple[str, str]], ttl: int, wait_ms: int
+    client: Redis, tokens: list[tuple[str, str]], ttl: int, wait_ms: int, replicas: int = 1
 ) -> None:
-    """Set the tokens, then `WAIT 1` on the same connection (one pipeline, one round trip)."""
+    """Set the tokens, then `WAIT replicas` on the same connection (one pipeline, one round
+    trip)."""
     pipe = client.pipeline(transaction=False)
     for key, token in tokens:
         pipe.set(key, token, ex=ttl)
-    pipe.wait(1, wait_ms)
-    *_, replicas = await pipe.execute()
-    if replicas < 1:  # it could be lost in a failover: a failed delivery
-        raise RedisError("no replica confirmed the invalidation")
+    pipe.wait(replicas, wait_ms)
+    *_, confirmed = await pipe.execute()
+    if confirmed < replicas:  # it could be lost in a failover: a failed delivery
+        raise RedisError(f"{confirmed} of {replicas} replicas confirmed the invalidation")

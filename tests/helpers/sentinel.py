@@ -73,12 +73,15 @@ class SentinelNode(ServerProcess):
 
 
 class SentinelGroup:
-    """One primary, one replica, three sentinels."""
+    """One primary, one replica (or `replicas`), three sentinels."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, replicas: int = 1) -> None:
         self.primary = DataNode(directory / "a")
-        self.replica = DataNode(directory / "b", replica_of=self.primary.port)
-        self.nodes = [self.primary, self.replica]
+        self.replicas = [
+            DataNode(directory / f"b{i}", replica_of=self.primary.port) for i in range(replicas)
+        ]
+        self.replica = self.replicas[0]
+        self.nodes = [self.primary, *self.replicas]
         self.sentinels = [SentinelNode(directory / f"s{i}", self.primary.port) for i in range(3)]
 
     @property
@@ -98,8 +101,8 @@ class SentinelGroup:
         # "online" can precede the replica's first acknowledgement; WAIT needs that.
         with self.primary.client() as client:
             client.set("sentinel-group:started", 1)
-            if client.wait(1, 10_000) < 1:
-                raise TimeoutError("the replica never acknowledged a write")
+            if client.wait(len(self.replicas), 10_000) < len(self.replicas):
+                raise TimeoutError("a replica never acknowledged a write")
 
     def stop(self) -> None:
         for node in [*self.sentinels, *self.nodes]:
