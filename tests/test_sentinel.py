@@ -279,6 +279,52 @@ async def test_with_two_replicas_a_bump_both_lack_is_not_confirmed_by_one(
         await backend.close()
 
 
+async def test_after_a_forced_failover_the_old_primary_counts_until_it_replicates(
+    two_replica_group: SentinelGroup,
+) -> None:
+    """After `SENTINEL FAILOVER` the sentinels list the old primary as a replica while it
+    still runs as a primary (they reconfigure it only once it has reported that role for
+    8 s), and they could promote it although it lacks what the new primary took since: a
+    bump it has not confirmed is a failed delivery, confirmed again once it replicates."""
+    group = two_replica_group
+    backend = RedisBackend(RedisTarget.from_url(group.url), 1.0)
+    link = backend.sentinel
+    assert link is not None
+    watching = asyncio.create_task(link.watch(CacheStats()))
+    old = group.current_primary_port()
+
+    async def both_known() -> bool:
+        return link.replicas == 2 and link.primary is not None
+
+    async def moved() -> bool:
+        return link.primary is not None and link.primary[1] != old
+
+    def old_role() -> str:
+        with group.node(old).client() as client:
+            return str(client.info("replication")["role"])
+
+    async def confirmed() -> bool:
+        try:
+            await backend.bump(["sentinel-test:forced"], 60)
+        except RedisError:
+            return False
+        return True
+
+    try:
+        await wait_until(both_known, timeout=30)
+        group.force_failover()
+        await wait_until(moved, timeout=20)
+        assert old_role() == "master"  # not reconfigured yet: listed, and still counted
+        with pytest.raises(RedisError, match="of 2 replicas confirmed"):
+            await backend.bump(["sentinel-test:forced"], 60)
+        await wait_until(confirmed, timeout=40, interval=0.2)
+        assert old_role() == "slave"
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        await backend.close()
+
+
 async def test_a_demoted_primary_refuses_lookups_instead_of_answering_as_a_replica(
     sentinel_group: SentinelGroup,
 ) -> None:
