@@ -182,8 +182,10 @@ def round_runs(
     for scenario in chosen:
         for driver in drivers if scenario.per_driver else ["motor"]:
             now = Run(scenario, driver)
-            # Tracing rows have no twin: they are compared with their untraced rows.
-            if not (before and scenario.target == "service" and not scenario.traced):
+            # Tracing and Sentinel rows have no twin (an earlier checkout may have neither):
+            # they are compared with their untraced rows and with hit-redis.
+            twinned = scenario.target == "service" and not scenario.traced
+            if not (before and twinned and scenario.cache != "sentinel"):
                 runs.append(now)
                 continue
             twin = Run(scenario, driver, before=True)
