@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from service.app import create_app
 from service.cache.redis_backend import RedisBackend
 from service.cache.response_cache import Cached
+from service.cache.sentinel import SentinelLink
 from service.cache.stats import CACHE_STATS, HIT, PRIMARY_CHANGE, CacheStats
 from service.settings.loading import load_settings
 from service.settings.model import ConfigError, Settings
@@ -246,51 +247,54 @@ def two_replica_group(tmp_path: Path) -> Iterator[SentinelGroup]:
     group.stop()
 
 
-async def test_with_two_replicas_a_bump_both_lack_is_not_confirmed_by_one(
+@pytest.fixture
+async def watched(
     two_replica_group: SentinelGroup,
+) -> AsyncIterator[tuple[RedisBackend, SentinelLink]]:
+    """A backend on the two-replica group, its link watching the sentinels as in the app."""
+    backend = RedisBackend(RedisTarget.from_url(two_replica_group.url), 1.0)
+    link = backend.sentinel
+    assert link is not None
+    watching = asyncio.create_task(link.watch(CacheStats()))
+    yield backend, link
+    watching.cancel()
+    await asyncio.gather(watching, return_exceptions=True)
+    await backend.close()
+
+
+async def test_with_two_replicas_a_bump_both_lack_is_not_confirmed_by_one(
+    two_replica_group: SentinelGroup, watched: tuple[RedisBackend, SentinelLink]
 ) -> None:
     """Sentinel may promote either replica (the Bitnami chart's default has two): a bump
     counts as delivered only once every replica the sentinels could promote holds it.
     One replica frozen (SIGSTOP, not yet judged down): the other's acknowledgement alone
     is a failed delivery, where `WAIT 1` would have called it delivered."""
-    group = two_replica_group
-    backend = RedisBackend(RedisTarget.from_url(group.url), 1.0)
-    link = backend.sentinel
-    assert link is not None
-    watching = asyncio.create_task(link.watch(CacheStats()))
+    backend, link = watched
 
     async def both_known() -> bool:
         return link.replicas == 2
 
-    frozen = group.replicas[1].process
+    frozen = two_replica_group.replicas[1].process
     assert frozen is not None
+    await wait_until(both_known, timeout=30)  # the sentinels list replicas from INFO
+    await backend.bump(["sentinel-test:two"], 60)  # both in sync: confirmed
+    os.kill(frozen.pid, signal.SIGSTOP)
     try:
-        await wait_until(both_known, timeout=30)  # the sentinels list replicas from INFO
-        await backend.bump(["sentinel-test:two"], 60)  # both in sync: confirmed
-        os.kill(frozen.pid, signal.SIGSTOP)
-        try:
-            with pytest.raises(RedisError, match="1 of 2 replicas confirmed"):
-                await backend.bump(["sentinel-test:two"], 60)
-        finally:
-            os.kill(frozen.pid, signal.SIGCONT)
+        with pytest.raises(RedisError, match="1 of 2 replicas confirmed"):
+            await backend.bump(["sentinel-test:two"], 60)
     finally:
-        watching.cancel()
-        await asyncio.gather(watching, return_exceptions=True)
-        await backend.close()
+        os.kill(frozen.pid, signal.SIGCONT)
 
 
 async def test_after_a_forced_failover_the_old_primary_counts_until_it_replicates(
-    two_replica_group: SentinelGroup,
+    two_replica_group: SentinelGroup, watched: tuple[RedisBackend, SentinelLink]
 ) -> None:
     """After `SENTINEL FAILOVER` the sentinels list the old primary as a replica while it
     still runs as a primary (they reconfigure it only once it has reported that role for
     8 s), and they could promote it although it lacks what the new primary took since: a
     bump it has not confirmed is a failed delivery, confirmed again once it replicates."""
     group = two_replica_group
-    backend = RedisBackend(RedisTarget.from_url(group.url), 1.0)
-    link = backend.sentinel
-    assert link is not None
-    watching = asyncio.create_task(link.watch(CacheStats()))
+    backend, link = watched
     old = group.current_primary_port()
 
     async def both_known() -> bool:
@@ -310,19 +314,14 @@ async def test_after_a_forced_failover_the_old_primary_counts_until_it_replicate
             return False
         return True
 
-    try:
-        await wait_until(both_known, timeout=30)
-        group.force_failover()
-        await wait_until(moved, timeout=20)
-        assert old_role() == "master"  # not reconfigured yet: listed, and still counted
-        with pytest.raises(RedisError, match="of 2 replicas confirmed"):
-            await backend.bump(["sentinel-test:forced"], 60)
-        await wait_until(confirmed, timeout=40, interval=0.2)
-        assert old_role() == "slave"
-    finally:
-        watching.cancel()
-        await asyncio.gather(watching, return_exceptions=True)
-        await backend.close()
+    await wait_until(both_known, timeout=30)
+    group.force_failover()
+    await wait_until(moved, timeout=20)
+    assert old_role() == "master"  # not reconfigured yet: listed, and still counted
+    with pytest.raises(RedisError, match="of 2 replicas confirmed"):
+        await backend.bump(["sentinel-test:forced"], 60)
+    await wait_until(confirmed, timeout=40, interval=0.2)
+    assert old_role() == "slave"
 
 
 async def test_a_demoted_primary_refuses_lookups_instead_of_answering_as_a_replica(
