@@ -184,8 +184,9 @@ def round_runs(
             now = Run(scenario, driver)
             # Tracing and Sentinel rows have no twin (an earlier checkout may have neither):
             # they are compared with their untraced rows and with hit-redis.
-            twinned = scenario.target == "service" and not scenario.traced
-            if not (before and twinned and scenario.cache != "sentinel"):
+            twinned = scenario.target == "service"
+            twinned = twinned and not scenario.traced and scenario.cache != "sentinel"
+            if not (before and twinned):
                 runs.append(now)
                 continue
             twin = Run(scenario, driver, before=True)

@@ -97,7 +97,7 @@ class SentinelLink:
 
 
 async def bump_confirmed(
-    client: Redis, tokens: list[tuple[str, str]], ttl: int, wait_ms: int, replicas: int = 1
+    client: Redis, tokens: list[tuple[str, str]], ttl: int, wait_ms: int, replicas: int
 ) -> None:
     """Set the tokens, then `WAIT replicas` on the same connection (one pipeline, one round
     trip)."""
