@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEV_MONGO_PORT ?= 27018
 DEV_PORT ?= 8080
 
-.PHONY: help venv lock system-deps bench-deps lint format test image-test run seed bench soak overload chaos fleet clean
+.PHONY: help venv lock system-deps lint format test image-test run seed bench soak overload chaos fleet clean
 
 help:
 	@echo "make run    - SecantusDB under var/, demo data, service on http://127.0.0.1:$(DEV_PORT) (reloads)"
@@ -59,9 +59,8 @@ format: venv
 system-deps:
 	@.ci/install-system-packages .ci/system-packages
 
-# The load tools the benches drive (wrk, HAProxy, Prometheus, redis-server), the same way.
-bench-deps:
-	@.ci/install-system-packages .ci/bench-packages
+# The load tools each bench drives, installed the same way: only that target's.
+BENCH_DEPS = .ci/install-system-packages .ci/bench-packages
 
 test: system-deps lint
 	$(BIN)/python -m pytest
@@ -86,19 +85,22 @@ run: venv
 # Not part of `make test`. bench: about 9 minutes, 3 rounds (`ARGS="--quick"`: one short round;
 # `ARGS="--before PATH"`: an earlier checkout's service in the same rounds, see bench/README.md);
 # soak: 5 minutes of mixed load (`ARGS="--minutes 1"`); overload: about a minute.
-bench soak overload: venv bench-deps
+bench soak overload: venv
+	@$(BENCH_DEPS) wrk redis-server
 	$(BIN)/python -m $(if $(filter bench,$@),bench,bench.$@) $(ARGS)
 
 # Not part of `make test` (tests/test_faults.py runs one short cycle): 2 minutes by default,
 # `make chaos ARGS="--minutes 5 --clients 8"`; `ARGS=--update-readme` rewrites its table;
 # `ARGS=--sentinel`: the cache through Sentinel, failed over and its new primary killed.
-chaos: venv bench-deps
+chaos: venv
+	@$(BENCH_DEPS) redis-server
 	$(BIN)/python -m bench.chaos $(ARGS)
 
 # Not part of `make test` (tests/test_fleet.py runs one roll): three gunicorn instances behind
 # HAProxy with Prometheus, two rolling restarts under load (`ARGS="--rounds 3"`); a few minutes.
 # `ARGS=--sentinel`: the cache through Sentinel.
-fleet: venv bench-deps
+fleet: venv
+	@$(BENCH_DEPS) haproxy prometheus redis-server
 	$(BIN)/python -m bench.fleet $(ARGS)
 
 clean:
